@@ -1,0 +1,3 @@
+from qmr.cli import main
+
+main()

@@ -1,0 +1,148 @@
+"""Real benchmark loaders: local files (jsonl/json/csv/parquet) or the Hugging Face hub, normalized to
+the benchmark record schema ``{id, source, question, answer, solution?, subject?, level?}``.
+
+Formats (``benchmarks.<name>.format``; ``auto`` guesses from the fields):
+- ``gsm8k``: question, answer ("... #### N")           -> answer N (commas stripped), solution kept
+- ``math``: problem, solution, answer, unique_id, ...    -> MATH-500 / MATH train / Minerva (answer from
+  the last \\boxed{} of the solution when no answer field)
+- ``aime``: problem, answer (int or "025"), id          -> answer as an integer string
+- ``mmlu``: CSV rows question,A,B,C,D,letter (no header) or JSON {question, choices, answer 0-3}
+- ``toy``: already in the record schema
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from qmr.io import DataFileError, read_jsonl
+
+LETTERS = "ABCD"
+
+
+def _read_rows(path: Path) -> list[dict]:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return read_jsonl(path)
+    if suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, list) else data.get("data", [])
+    if suffix == ".parquet":
+        import pandas as pd
+
+        return pd.read_parquet(path).to_dict("records")
+    if suffix == ".csv":
+        import csv
+
+        with path.open(encoding="utf-8", newline="") as fh:
+            rows = list(csv.reader(fh))
+        return [{"question": r[0], "A": r[1], "B": r[2], "C": r[3], "D": r[4], "answer": r[5], "_csv": True} for r in rows if len(r) >= 6]
+    raise DataFileError(f"{path}: unsupported file type {suffix!r}; allowed: .jsonl, .json, .csv, .parquet")
+
+
+def _guess_format(row: dict) -> str:
+    if "plan" in row:
+        return "toy"
+    if "choices" in row or "_csv" in row:
+        return "mmlu"
+    if "question" in row and isinstance(row.get("answer"), str) and "####" in row["answer"]:
+        return "gsm8k"
+    if "unique_id" in row or "solution" in row:
+        return "math"
+    return "aime"
+
+
+def _stable_id(prefix: str, text: str) -> str:
+    return f"{prefix}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]}"
+
+
+def normalize(row: dict, fmt: str, name: str, index: int) -> dict:
+    """One raw row -> a benchmark record; raises DataFileError naming the missing field."""
+
+    def need(key: str):
+        if key not in row or row[key] is None:
+            raise DataFileError(f"record {index}: missing field {key!r} (format {fmt})")
+        return row[key]
+
+    if fmt == "toy":
+        return row
+    if fmt == "gsm8k":
+        q, sol = need("question"), need("answer")
+        if "####" not in sol:
+            raise DataFileError(f"record {index}: field 'answer' has no '#### N' final answer (format gsm8k)")
+        ans = sol.split("####")[-1].strip().replace(",", "")
+        return {"id": _stable_id(name, q), "source": "gsm8k", "question": q, "answer": ans, "solution": sol}
+    if fmt == "math":
+        q, sol = need("problem"), row.get("solution")
+        ans = row.get("answer")
+        if ans is None:
+            from qmr.grading import extract_answer
+
+            ans = extract_answer(sol or "", "math").value if sol else None
+            if ans is None:
+                raise DataFileError(f"record {index}: no 'answer' field and no \\boxed{{}} in 'solution' (format math)")
+        rec = {"id": row.get("unique_id") or _stable_id(name, q), "source": "math", "question": q, "answer": str(ans)}
+        for key in ("solution", "subject", "level"):
+            if row.get(key) is not None:
+                rec[key] = row[key]
+        if row.get("type") and "subject" not in rec:
+            rec["subject"] = row["type"]
+        return rec
+    if fmt == "aime":
+        q = row.get("problem") or row.get("question")
+        if q is None:
+            raise DataFileError(f"record {index}: missing field 'problem' (format aime)")
+        ans = need("answer")
+        try:
+            ans = str(int(float(str(ans).strip())))
+        except ValueError:
+            raise DataFileError(f"record {index}: field 'answer' = {ans!r} is not an integer (format aime)") from None
+        rid = row.get("id")
+        return {"id": f"{name}-{rid}" if rid is not None else _stable_id(name, q), "source": "aime", "question": q, "answer": ans}
+    if fmt == "mmlu":
+        q = need("question")
+        if "_csv" in row:
+            choices, letter = [row[c] for c in LETTERS], str(row["answer"]).strip()
+        else:
+            choices, idx = need("choices"), need("answer")
+            letter = LETTERS[int(idx)] if not isinstance(idx, str) or idx.isdigit() else idx.strip()
+        if letter not in LETTERS:
+            raise DataFileError(f"record {index}: field 'answer' = {letter!r}; allowed: A, B, C, D (format mmlu)")
+        text = q + "\n" + "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
+        rec = {"id": _stable_id(name, text), "source": "mmlu", "question": text, "answer": letter}
+        if row.get("type"):
+            rec["subject"] = row["type"]
+        return rec
+    raise DataFileError(f"unknown format {fmt!r}; allowed: toy, gsm8k, math, aime, mmlu")
+
+
+def load_benchmark(spec, name: str) -> list[dict]:
+    """Load a local file/folder or hub dataset described by a BenchmarkSpec into benchmark records."""
+    if spec.source == "hub":
+        try:
+            import datasets
+        except ImportError:
+            raise DataFileError("benchmarks: source 'hub' needs the `datasets` package: pip install 'qmr[hub]'") from None
+        ds = datasets.load_dataset(spec.hub_id, spec.subset, revision=spec.revision, split=spec.split)
+        rows, where = [dict(r) for r in ds], f"{spec.hub_id}@{spec.revision}"
+    else:
+        path = Path(spec.path)
+        files = sorted(path.glob("*.csv")) + sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+        rows, where = [], str(path)
+        for f in files:
+            rows.extend(_read_rows(f))
+    if not rows:
+        raise DataFileError(f"{where}: no records")
+    fmt = spec.format if spec.format != "auto" else _guess_format(rows[0])
+    records, seen = [], set()
+    for i, row in enumerate(rows):
+        try:
+            rec = normalize(row, fmt, name, i)
+        except DataFileError as exc:
+            raise DataFileError(f"{where}: {exc}") from None
+        if rec["id"] in seen:
+            continue
+        seen.add(rec["id"])
+        records.append(rec)
+    return records[: spec.size] if spec.size else records

@@ -1,0 +1,292 @@
+"""The ``qmr`` command line: one thin command per DVC stage, plus utilities.
+
+Every stage command validates the *whole* params file first (exit code 2 with one line per problem),
+then runs ``qmr.stages.<stage>.run``. Imports are lazy so ``qmr --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+USER_ERRORS = (
+    "ConfigError", "DataFileError", "MissingExtraError", "UserError", "LeakageError", "HumanVerdictError",
+    "JudgeConfigError", "EndpointDeadError",
+)
+
+
+def _run_stage(ctx: click.Context, stage: str, **kwargs) -> None:
+    import importlib
+    import logging
+
+    from qmr.logs import setup_logging
+
+    setup_logging(ctx.obj.get("verbose", False))
+    log = logging.getLogger("qmr")
+    try:
+        from qmr.params import load_params
+
+        params = load_params(ctx.obj["params"])
+        module = importlib.import_module(f"qmr.stages.{stage}")
+        module.run(params, **kwargs)
+    except Exception as exc:  # user errors: a clear message and exit 2, no traceback
+        if type(exc).__name__ in USER_ERRORS or isinstance(exc, (FileNotFoundError,)):
+            click.echo(f"qmr {stage}: error: {exc}", err=True)
+            sys.exit(2)
+        log.exception("qmr %s failed", stage)
+        sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--params", "params_path", default="params.yaml", show_default=True, help="params file to read")
+@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+@click.version_option(package_name="qmr")
+@click.pass_context
+def main(ctx: click.Context, params_path: str, verbose: bool) -> None:
+    """qmr: where quantization breaks math reasoning, and a cheap repair.
+
+    The measure -> locate -> restore loop as DVC stages. Run the whole pipeline with `dvc repro`;
+    each command below is one stage (dvc.yaml calls them with the right options).
+
+    \b
+    measure:  prepare -> base -> quantize -> generate -> evaluate
+    locate:   judge -> vote
+    restore:  silver -> restore -> reevaluate
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["params"] = params_path
+    ctx.obj["verbose"] = verbose
+
+
+model_opt = click.option("--model", required=True, help="model name (a key of `models` in params.yaml)")
+variant_opt = click.option("--variant", required=True, help="variant slug (a key of `quantize.variants`)")
+
+
+@main.command()
+@click.pass_context
+def prepare(ctx):
+    """Build every benchmark in `benchmarks` into data/benchmarks/<name>.jsonl.
+
+    Toy benchmarks come from the seeded problem generator (train/mine/test are disjoint by
+    construction and checked); real ones from local files or the hub, normalized to one schema.
+    """
+    _run_stage(ctx, "prepare")
+
+
+@main.command()
+@model_opt
+@click.pass_context
+def base(ctx, model):
+    """Resolve the base model into models/base/<model>.
+
+    source toy: train the tiny reasoner from scratch (params `base.toy`: size, wall budget, seed);
+    source hub/local: write a pointer pinning the hub id + revision or the local path.
+    """
+    _run_stage(ctx, "base", model=model)
+
+
+@main.command()
+@model_opt
+@variant_opt
+@click.pass_context
+def quantize(ctx, model, variant):
+    """Quantize a model with the variant's llmcompressor recipe (rtn, gptq, awq, smoothquant).
+
+    Writes a compressed-tensors checkpoint with recipe.yaml and size statistics to
+    models/quantized/<model>/<variant>; method `none` (fp) writes a pointer to the base model.
+    """
+    _run_stage(ctx, "quantize", model=model, variant=variant)
+
+
+@main.command()
+@model_opt
+@variant_opt
+@click.option("--benchmark", required=True, help="benchmark name (a key of `benchmarks`)")
+@click.pass_context
+def generate(ctx, model, variant, benchmark):
+    """Generate step-by-step solutions of one benchmark with one variant, and grade them.
+
+    Writes traces (one JSON line per problem and sample) to data/traces/<model>/<variant>/<benchmark>.jsonl.
+    """
+    _run_stage(ctx, "generate", model=model, variant=variant, benchmark=benchmark)
+
+
+@main.command()
+@click.pass_context
+def evaluate(ctx):
+    """Accuracy (majority vote), degradation vs fp, flips, format compliance, size and speed.
+
+    Writes metrics/evaluate.json (model -> variant -> benchmark) and plots/evaluate/.
+    """
+    _run_stage(ctx, "evaluate")
+
+
+@main.command()
+@model_opt
+@variant_opt
+@click.pass_context
+def judge(ctx, model, variant):
+    """Judge every failure of a variant (fp right, variant wrong) with every judge in `judge.judges`.
+
+    Offline judges (arithmetic, reference) and OpenAI-compatible endpoints (llm). LLM answers are
+    cached as they arrive: re-runs and resumed runs make no repeated calls. API keys are read from
+    the environment variable each judge names (`api_key_env`), never from params.
+    """
+    _run_stage(ctx, "judge", model=model, variant=variant)
+
+
+@main.command()
+@click.pass_context
+def vote(ctx):
+    """Voting protocol -> labels (first faulty step + error type), annotation packets, metrics/vote.json.
+
+    Baseline + auxiliaries: unanimous accept, accept at `vote.threshold`, otherwise escalate to humans
+    (packets under data/annotation/). A completed human_verdict.json in a packet overrides the label.
+    """
+    _run_stage(ctx, "vote")
+
+
+@main.command()
+@model_opt
+@variant_opt
+@click.pass_context
+def silver(ctx, model, variant):
+    """Build Silver Bullet DPO pairs for `recovery.subset` from failures on the mining split.
+
+    Prompt = problem + quantized trace before the first faulty step; chosen = a teacher continuation
+    verified correct; rejected = the quantized model's own continuation.
+    """
+    _run_stage(ctx, "silver", model=model, variant=variant)
+
+
+@main.command()
+@model_opt
+@variant_opt
+@click.pass_context
+def restore(ctx, model, variant):
+    """Train a LoRA adapter on the quantized model with DPO (or `restore.objective`) on the silver pairs."""
+    _run_stage(ctx, "restore", model=model, variant=variant)
+
+
+@main.command()
+@click.pass_context
+def reevaluate(ctx):
+    """Evaluate restored models; metrics/restore.json with accuracy fp/quantized/restored and recovery ratio."""
+    _run_stage(ctx, "reevaluate")
+
+
+@main.command()
+@click.pass_context
+def report(ctx):
+    """Paper-style tables in metrics/report.md and PNG figures in plots/report/, from the metrics files."""
+    _run_stage(ctx, "report")
+
+
+@main.command("judge-bench")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--judges", "names", default="", help="comma-separated judge names from params (default: all)")
+@click.option("--gold", "gold_file", type=click.Path(exists=True, dir_okay=False), help="benchmark JSONL to attach gold solutions from (matched by problem text)")
+@click.option("--no-ensemble", is_flag=True, help="score judges only, not the voting ensemble")
+@click.option("--json", "as_json", type=click.Path(dir_okay=False), help="also write the scores as JSON here")
+@click.pass_context
+def judge_bench_cmd(ctx, file, names, gold_file, no_ensemble, as_json):
+    """Score the configured judges (and the vote ensemble) on FILE in ProcessBench format.
+
+    FILE is a JSON list of {id, problem, steps: [str], final_answer_correct, label} where label is the
+    0-based index of the first wrong step or -1. Prints ProcessBench's metrics per judge: accuracy on
+    erroneous samples, accuracy on correct samples, and their harmonic mean (F1).
+    `qmr processbench-from-prm800k OUT --source FILE` converts PRM800K step ratings into such a file.
+    """
+    from qmr.config import ConfigError
+    from qmr.io import read_jsonl, write_json
+    from qmr.locate.judge_bench import attach_gold, judge_bench, read_processbench
+    from qmr.locate.judges import build_judge
+    from qmr.logs import setup_logging
+    from qmr.params import load_params
+
+    setup_logging(ctx.obj.get("verbose", False))
+    try:
+        params = load_params(ctx.obj["params"])
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    specs = params.judge.judges
+    chosen = [n.strip() for n in names.split(",") if n.strip()] or list(specs)
+    unknown = [n for n in chosen if n not in specs]
+    if unknown:
+        click.echo(f"--judges: got {', '.join(unknown)}; allowed: {', '.join(specs)}", err=True)
+        sys.exit(2)
+    items = read_processbench(file)
+    if gold_file:
+        matched = attach_gold(items, read_jsonl(gold_file))
+        click.echo(f"attached gold solutions to {matched}/{len(items)} items", err=True)
+    judges = {n: build_judge(n, specs[n]) for n in chosen}
+    ensemble = None if no_ensemble or not set([params.vote.baseline, *params.vote.auxiliaries]) <= set(chosen) else params.vote
+    from qmr.paths import cache_dir
+
+    scores = judge_bench(items, judges, ensemble=ensemble, cache_path=cache_dir() / "judge" / "judge-bench.jsonl")
+    rows = list(scores["judges"].items()) + ([("ensemble", scores["ensemble"])] if scores.get("ensemble") else [])
+    click.echo(f"{'judge':16s} {'n_err':>6s} {'n_ok':>6s} {'err_acc':>8s} {'ok_acc':>8s} {'F1':>7s}")
+    for name, sc in rows:
+        click.echo(f"{name:16s} {sc['n_error']:6d} {sc['n_correct']:6d} {sc['error_accuracy']:8.3f} {sc['correct_accuracy']:8.3f} {sc['f1']:7.3f}")
+    if as_json:
+        write_json(as_json, scores)
+
+
+@main.command("processbench-from-prm800k")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--source", type=click.Path(exists=True, dir_okay=False), required=True, help="a PRM800K stepwise-critic parquet or raw-format JSON/JSONL file")
+@click.option("--alternatives", is_flag=True, help="add one item per further position with a -1 alternative")
+def judge_bench_prm800k(out, source, alternatives):
+    """Convert PRM800K step ratings into a ProcessBench-format file OUT (first -1 step = label)."""
+    from qmr.locate.judge_bench import (
+        processbench_from_prm800k_raw,
+        processbench_from_stepwise_critic,
+        read_prm800k_raw,
+        write_processbench,
+    )
+
+    if source.endswith(".parquet"):
+        import pandas as pd
+
+        items = processbench_from_stepwise_critic(pd.read_parquet(source), alternatives=alternatives)
+    else:
+        items = processbench_from_prm800k_raw(read_prm800k_raw(source))
+    write_processbench(out, items)
+    n_err = sum(it["label"] >= 0 for it in items)
+    click.echo(f"{out}: {len(items)} items ({n_err} with an error, {len(items) - n_err} correct)")
+
+
+@main.group()
+def params():
+    """Inspect and validate params files."""
+
+
+@params.command("check")
+@click.argument("path", default="params.yaml")
+def params_check(path):
+    """Validate PATH against the schema; exit 2 listing every problem."""
+    from qmr.config import ConfigError
+    from qmr.params import load_params
+
+    try:
+        load_params(path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    click.echo(f"{path}: ok")
+
+
+@params.command("show")
+def params_show():
+    """List every params key with its type and meaning."""
+    from qmr.config import describe
+    from qmr.params import Params
+
+    for key, tp, help_ in describe(Params):
+        click.echo(f"{key:45s} {tp[:40]:40s} {help_}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Typed, validated configuration: dataclasses in, a list of every problem out.
+
+Each concept keeps a config dataclass beside its code (``QuantSpec`` beside the recipes, ``JudgeSpec``
+beside the judges …); ``qmr.params`` composes them into the whole ``params.yaml`` schema. ``from_dict``
+walks a plain dict against a dataclass type and collects *every* problem — unknown key, wrong type,
+value outside a ``Literal`` — as a ``Problem`` naming the dotted key, the value and what is allowed,
+instead of stopping at the first. Domain rules that span fields go in a ``check(self, key)`` method
+returning more problems. Field docstrings live in ``metadata={"help": ...}`` and feed ``qmr params``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal, Union, get_args, get_origin
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    value: Any
+    allowed: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: got {self.value!r}; allowed: {self.allowed}"
+
+
+class ConfigError(ValueError):
+    """Raised with every problem found, one per line."""
+
+    def __init__(self, problems: list[Problem], source: str = "params.yaml"):
+        self.problems = problems
+        self.source = source
+        lines = [f"{source}: {len(problems)} problem(s):"] + [f"  - {p}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+def field(default: Any = dataclasses.MISSING, *, help: str = "", default_factory: Any = dataclasses.MISSING):
+    """``dataclasses.field`` with a help string (shown by ``qmr params``)."""
+    kw: dict[str, Any] = {"metadata": {"help": help}}
+    if default_factory is not dataclasses.MISSING:
+        kw["default_factory"] = default_factory
+    elif default is not dataclasses.MISSING:
+        kw["default"] = default
+    return dataclasses.field(**kw)
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin in (list, tuple):
+        (inner, *_) = get_args(tp) or (Any,)
+        return f"a list of {_type_name(inner)}"
+    if origin is dict:
+        _, inner = get_args(tp) or (str, Any)
+        return f"a mapping of name -> {_type_name(inner)}"
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}"
+    if tp is type(None):
+        return "null"
+    if tp is float:
+        return "a number"
+    if tp is int:
+        return "an integer"
+    if tp is bool:
+        return "true or false"
+    if tp is str:
+        return "a string"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp: Any, value: Any, key: str, problems: list[Problem]) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        problems.append(Problem(key, value, _type_name(tp)))
+        return None
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            trial: list[Problem] = []
+            out = _convert(arg, value, key, trial)
+            if not trial:
+                return out
+        problems.append(Problem(key, value, _type_name(tp)))
+        return None
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            problems.append(Problem(key, value, _type_name(tp)))
+            return None
+        (inner, *_) = get_args(tp) or (Any,)
+        return [_convert(inner, v, f"{key}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(Problem(key, value, _type_name(tp)))
+            return None
+        _, inner = get_args(tp) or (str, Any)
+        return {str(k): _convert(inner, v, f"{key}.{k}", problems) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key, problems)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    problems.append(Problem(key, value, _type_name(tp)))
+    return None
+
+
+def from_dict(cls: type, data: Any, key: str = "", problems: list[Problem] | None = None):
+    """Build ``cls`` from ``data``; append problems to ``problems`` (raise if it is None and any)."""
+    raise_at_end = problems is None
+    problems = [] if problems is None else problems
+    if data is None:
+        data = {}
+    prefix = f"{key}." if key else ""
+    if not isinstance(data, dict):
+        problems.append(Problem(key or "<root>", data, _type_name(cls)))
+        if raise_at_end:
+            raise ConfigError(problems)
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in fields:
+            problems.append(Problem(f"{prefix}{k}", data[k], "a known key: " + ", ".join(sorted(fields))))
+    kwargs: dict[str, Any] = {}
+    broken: set[str] = set()
+    for name, f in fields.items():
+        if name in data:
+            before = len(problems)
+            value = _convert(hints[name], data[name], f"{prefix}{name}", problems)
+            if len(problems) > before and not _is_container(value):
+                broken.add(name)
+            else:  # containers keep their valid parts; their problems are already recorded
+                kwargs[name] = _drop_none(value)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.append(Problem(f"{prefix}{name}", "<missing>", f"required: {_type_name(hints[name])}"))
+            broken.add(name)
+    obj = None
+    try:
+        # Broken fields fall back to their defaults so cross-field checks still see an object.
+        obj = cls(**kwargs)
+    except TypeError:
+        obj = None  # a required field is broken: skip cross-field checks for this object
+    if obj is not None and hasattr(obj, "check"):
+        try:
+            problems.extend(obj.check(key))
+        except (AttributeError, TypeError, KeyError):
+            if not broken:
+                raise
+    if raise_at_end and problems:
+        raise ConfigError(problems)
+    return obj
+
+
+def _is_container(value: Any) -> bool:
+    return value is not None and (dataclasses.is_dataclass(value) or isinstance(value, (dict, list)))
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if v is not None}
+    return value
+
+
+def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, type, help) rows for documentation and ``qmr params``."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        key = f"{prefix}{f.name}"
+        rows.append((key, _type_name(tp), f.metadata.get("help", "")))
+        if dataclasses.is_dataclass(tp):
+            rows.extend(describe(tp, key + "."))
+    return rows
+
+
+def to_dict(obj: Any) -> Any:
+    return dataclasses.asdict(obj)

@@ -1,0 +1,1 @@
+"""Development tools (test servers, fixtures); not used by the pipeline itself."""

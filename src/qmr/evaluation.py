@@ -1,0 +1,62 @@
+"""Aggregate graded traces into accuracy, degradation, flips, format compliance and speed.
+
+Degradation follows the paper: (acc_fp - acc_q) / acc_fp, in percent. A "flip" is a problem the
+reference (fp) answers correctly and the variant does not, after majority vote over samples.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+
+def majority_correct(traces: list[dict], kind: str = "math") -> dict[str, bool]:
+    """Per problem id: is the majority-vote answer correct? (ties -> earliest sample)."""
+    from qmr.grading import majority_vote
+
+    by_id: dict[str, list[dict]] = defaultdict(list)
+    for t in traces:
+        by_id[t["id"]].append(t)
+    out = {}
+    for pid, group in by_id.items():
+        group = sorted(group, key=lambda t: t["sample"])
+        if len(group) == 1:
+            out[pid] = bool(group[0]["correct"])
+            continue
+        winner = majority_vote([t["pred"] for t in group], kind)
+        out[pid] = next((bool(t["correct"]) for t in group if t["pred"] == winner), False)
+    return out
+
+
+def format_ok(trace: dict) -> bool:
+    """Follows the step format: at least one step before a final extractable `The answer is N.`."""
+    return trace.get("extraction") == "answer_is" and len(trace.get("steps", [])) >= 2
+
+
+def summarize(traces: list[dict], kind: str = "math") -> dict:
+    maj = majority_correct(traces, kind)
+    n = len(maj)
+    tokens = sum(t["tokens"] for t in traces)
+    seconds = sum(t["seconds"] for t in traces)
+    return {
+        "problems": n,
+        "accuracy": round(sum(maj.values()) / n, 4) if n else 0.0,
+        "sample_accuracy": round(sum(t["correct"] for t in traces) / len(traces), 4) if traces else 0.0,
+        "format_compliance": round(sum(format_ok(t) for t in traces) / len(traces), 4) if traces else 0.0,
+        "invalid": sum(t.get("extraction") == "invalid" for t in traces),
+        "mean_steps": round(sum(len(t.get("steps", [])) for t in traces) / len(traces), 3) if traces else 0.0,
+        "tokens_per_s": round(tokens / seconds, 1) if seconds else 0.0,
+    }
+
+
+def compare(reference: list[dict], variant: list[dict], kind: str = "math") -> dict:
+    """Degradation and flips of `variant` against `reference` on the same problems."""
+    ref = majority_correct(reference, kind)
+    var = majority_correct(variant, kind)
+    common = sorted(set(ref) & set(var))
+    acc_ref = sum(ref[i] for i in common) / len(common) if common else 0.0
+    acc_var = sum(var[i] for i in common) / len(common) if common else 0.0
+    return {
+        "degradation_pct": round(100.0 * (acc_ref - acc_var) / acc_ref, 2) if acc_ref else 0.0,
+        "flips": sum(ref[i] and not var[i] for i in common),
+        "reverse_flips": sum(var[i] and not ref[i] for i in common),
+    }

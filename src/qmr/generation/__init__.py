@@ -1,0 +1,38 @@
+"""Generation backends, registered lazily by name (lm-evaluation-harness style).
+
+``get_backend("transformers", model_path, ...)`` imports the backend module only when selected, so a
+missing optional extra (vLLM) is reported with the extra's name instead of an ImportError at start-up.
+"""
+
+from __future__ import annotations
+
+from qmr.generation.base import Backend, Completion, GenerateConfig
+
+BACKENDS = {
+    "transformers": ("qmr.generation.hf", "TransformersBackend", None),
+    "vllm": ("qmr.generation.vllm_backend", "VLLMBackend", "vllm"),
+}
+
+
+class MissingExtraError(RuntimeError):
+    pass
+
+
+def get_backend(name: str, model_path: str, **kwargs) -> Backend:
+    import importlib
+
+    if name not in BACKENDS:
+        raise ValueError(f"generate.backend: got {name!r}; allowed: {', '.join(sorted(BACKENDS))}")
+    module, cls, extra = BACKENDS[name]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        if extra:
+            raise MissingExtraError(
+                f"generate.backend: {name!r} needs the optional extra: pip install 'qmr[{extra}]' ({exc})"
+            ) from None
+        raise
+    return getattr(mod, cls)(model_path, **kwargs)
+
+
+__all__ = ["Backend", "Completion", "GenerateConfig", "get_backend", "MissingExtraError", "BACKENDS"]

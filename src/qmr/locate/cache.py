@@ -1,0 +1,281 @@
+"""Response cache and the judging loop.
+
+The cache is an append-only JSON Lines file (`qmr.io.JsonlAppender`: one fsync'd line per answer, a
+torn last line repaired on open). A record is a judgment; its key is ``(judge, prompt_version, model,
+input_hash)``, so an answer is reused for the same judge, template and model on the same content
+(whatever the case id or variant), and editing a case's content, the template version or the model
+asks again. Only ``cacheable`` judges (the llm ones) are cached; offline judges are re-run (they are
+free and deterministic). Judgments whose call failed (``error`` set) are never cached, so a re-run
+retries them; invalid *replies* are cached (they were paid for).
+
+`run_judges` serves cached answers without calls, sends the rest to each judge's thread pool
+(``concurrency`` workers per judge, all judges in parallel), appends each answer to the cache the
+moment it arrives (killing the process loses nothing answered; on Ctrl-C pending work is cancelled,
+in-flight calls are waited for and saved, then the interrupt propagates), and returns the judgments in
+a fixed order (case order, then judge order) whatever the completion order.
+
+``cheap_first``: give a `VoteSpec`; offline judges run first, and a case whose offline judgments alone
+are accepted by `vote_case` (rule unanimous/threshold, so at least ``min_votes`` offline judges speak and
+agree) is not sent to the llm judges; the calls saved are counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qmr.io import JsonlAppender
+from qmr.locate.cases import Case, input_hash
+from qmr.locate.judges import Judge
+
+if TYPE_CHECKING:
+    from qmr.locate.vote import VoteSpec
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(judge: str, prompt_version: str, model: str, ihash: str) -> str:
+    return json.dumps([judge, prompt_version, model, ihash])
+
+
+def _key_of(rec: dict[str, Any]) -> str:
+    return cache_key(rec["judge"], rec["prompt_version"], rec["model"], rec["input_hash"])
+
+
+class JudgmentCache:
+    """Append-only judgment cache; the last record of a key wins."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._appender = JsonlAppender(self.path)
+        self._records: dict[str, dict[str, Any]] = {}
+        for rec in self._appender.existing():
+            try:
+                self._records[_key_of(rec)] = rec
+            except KeyError:
+                log.warning("%s: a record without a cache key was ignored", self.path)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def get(self, judge: Judge, case: Case) -> dict[str, Any] | None:
+        rec = self._records.get(cache_key(judge.name, judge.prompt_version, judge.model, input_hash(case)))
+        if rec is None:
+            return None
+        return {**rec, "id": case.id, "variant": case.variant, "sample": case.qt_sample}
+
+    def put(self, rec: dict[str, Any]) -> None:
+        self._records[_key_of(rec)] = rec
+        self._appender.append(rec)
+
+    def close(self) -> None:
+        self._appender.close()
+
+
+@dataclass
+class JudgeRun:
+    """Judgments in deterministic order, and per-judge bookkeeping of this run."""
+
+    judgments: list[dict[str, Any]]
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def calls_made(self) -> int:
+        return sum(s["calls"] for s in self.stats.values())
+
+    @property
+    def calls_saved(self) -> int:
+        return sum(s["calls_saved"] for s in self.stats.values())
+
+
+def _new_stats() -> dict[str, Any]:
+    return {
+        "cases": 0,
+        "cached": 0,
+        "judged": 0,
+        "skipped_cheap_first": 0,
+        "calls": 0,
+        "calls_saved": 0,
+        "retries": 0,
+        "failed": 0,
+        "invalid": 0,
+        "tokens_in": 0,
+        "tokens_out": 0,
+        "cost": 0.0,
+        "dead": False,
+    }
+
+
+def run_judges(
+    cases: list[Case],
+    judges: dict[str, Judge],
+    cache_path: str | Path | None,
+    *,
+    cheap_first: VoteSpec | None = None,
+    dead_after: int = 8,
+    progress: bool = False,
+) -> JudgeRun:
+    """Judge every case with every judge (see the module docstring).
+
+    ``dead_after``: when a judge's first ``dead_after`` finished calls all failed to reach the endpoint
+    (connection refused, timeout, auth, unknown model), its remaining cases are cancelled (``stats[name]
+    ["dead"]``); the stage should then call `qmr.locate.llm.raise_if_endpoint_dead`. 0 disables this.
+    """
+    cache = JudgmentCache(cache_path) if cache_path is not None else None
+    results: dict[tuple[int, str], dict[str, Any]] = {}
+    stats = {name: _new_stats() for name in judges}
+    try:
+        offline = {n: j for n, j in judges.items() if not j.cacheable}
+        online = {n: j for n, j in judges.items() if j.cacheable}
+        for name, judge in offline.items():
+            for ci, case in enumerate(cases):
+                results[(ci, name)] = judge.judge(case)
+                stats[name]["cases"] += 1
+                stats[name]["judged"] += 1
+        todo: dict[str, list[int]] = {name: [] for name in online}
+        for ci, case in enumerate(cases):
+            if (
+                cheap_first is not None
+                and online
+                and _decided_offline(ci, case, offline, results, cheap_first)
+            ):
+                for name in online:
+                    stats[name]["cases"] += 1
+                    stats[name]["skipped_cheap_first"] += 1
+                    stats[name]["calls_saved"] += 1
+                continue
+            for name, judge in online.items():
+                stats[name]["cases"] += 1
+                hit = cache.get(judge, case) if cache is not None else None
+                if hit is not None:
+                    results[(ci, name)] = hit
+                    stats[name]["cached"] += 1
+                    stats[name]["calls_saved"] += int(hit.get("calls") or 1)
+                else:
+                    todo[name].append(ci)
+        _judge_online(cases, online, todo, results, stats, cache, dead_after, progress)
+    finally:
+        if cache is not None:
+            cache.close()
+    ordered = [results[(ci, name)] for ci in range(len(cases)) for name in judges if (ci, name) in results]
+    for name, s in stats.items():
+        log.info(
+            "judge %s: %d case(s): %d cached, %d judged, %d skipped (cheap-first); %d call(s) made, %d saved",
+            name, s["cases"], s["cached"], s["judged"], s["skipped_cheap_first"], s["calls"], s["calls_saved"],
+        )  # fmt: skip
+    return JudgeRun(ordered, stats)
+
+
+def _decided_offline(
+    ci: int,
+    case: Case,
+    offline: dict[str, Judge],
+    results: dict[tuple[int, str], dict[str, Any]],
+    spec: VoteSpec,
+) -> bool:
+    from qmr.locate.vote import vote_case
+
+    by_judge = {name: results[(ci, name)] for name in offline if (ci, name) in results}
+    label = vote_case(by_judge, spec, case_id=case.id, variant=case.variant)
+    return label["rule"] in ("unanimous", "threshold")
+
+
+def _judge_online(
+    cases: list[Case],
+    online: dict[str, Judge],
+    todo: dict[str, list[int]],
+    results: dict[tuple[int, str], dict[str, Any]],
+    stats: dict[str, dict[str, Any]],
+    cache: JudgmentCache | None,
+    dead_after: int,
+    progress: bool,
+) -> None:
+    from qmr.locate.llm import DEAD_KINDS
+
+    total = sum(len(v) for v in todo.values())
+    if not total:
+        return
+    pools = {
+        name: ThreadPoolExecutor(
+            max_workers=max(1, online[name].concurrency), thread_name_prefix=f"judge-{name}"
+        )
+        for name in online
+        if todo[name]
+    }
+    futures: dict[Future, tuple[int, str]] = {}
+    for name, pool in pools.items():
+        for ci in todo[name]:
+            futures[pool.submit(online[name].judge, cases[ci])] = (ci, name)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="judge", unit="call")
+    finished: dict[str, int] = {name: 0 for name in online}
+    dead_streak: dict[str, bool] = {name: True for name in online}
+
+    def record(fut: Future) -> None:
+        ci, name = futures.pop(fut)
+        rec = fut.result()
+        results[(ci, name)] = rec
+        s = stats[name]
+        s["judged"] += 1
+        s["calls"] += int(rec.get("calls") or 0)
+        s["retries"] += int(rec.get("retries") or 0)
+        s["tokens_in"] += int(rec.get("tokens_in") or 0)
+        s["tokens_out"] += int(rec.get("tokens_out") or 0)
+        s["cost"] = round(s["cost"] + float(rec.get("cost") or 0.0), 8)
+        if rec.get("error"):
+            s["failed"] += 1
+        elif not rec.get("valid"):
+            s["invalid"] += 1
+        if cache is not None and not rec.get("error"):
+            cache.put(rec)
+        finished[name] += 1
+        if rec.get("error_kind") not in DEAD_KINDS:
+            dead_streak[name] = False
+        if bar is not None:
+            bar.update(1)
+
+    pending = set(futures)
+    try:
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in sorted(done, key=lambda f: futures[f]):
+                record(fut)
+            for name in online:
+                if (
+                    dead_after
+                    and not stats[name]["dead"]
+                    and dead_streak[name]
+                    and finished[name] >= dead_after
+                ):
+                    stats[name]["dead"] = True
+                    log.error(
+                        "judge %s: the first %d calls all failed to reach the endpoint; cancelling the rest",
+                        name,
+                        finished[name],
+                    )
+                    for fut in [f for f in pending if futures[f][1] == name]:
+                        if fut.cancel():
+                            pending.discard(fut)
+                            futures.pop(fut)
+    except BaseException:
+        # Ctrl-C or a judge crashing: cancel what has not started, keep what is in flight
+        for fut in pending:
+            fut.cancel()
+        for pool in pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+        for fut in list(futures):
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                record(fut)
+        raise
+    finally:
+        for pool in pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+        if bar is not None:
+            bar.close()

@@ -1,0 +1,186 @@
+"""Judges, pluggable by name: ``arithmetic`` and ``reference`` (offline) and ``llm`` (any
+OpenAI-compatible chat endpoint).
+
+A judge looks at one `Case` and returns a **judgment** dict (DESIGN.md schema, plus bookkeeping):
+
+``id, variant, sample, judge, kind, model, prompt_version, input_hash, raw, primary_error_type`` (one of the 7
+types, ``"no_error"``, or None when abstaining/invalid), ``error_step`` (1-indexed into
+``case.qt_steps`` or None), ``explanation, confidence_score, valid, abstain, error, error_kind,
+tokens_in, tokens_out, cost, calls, retries``.
+
+``valid`` says the answer passed validation (an abstention is valid); ``abstain`` says the judge
+declines to vote (offline judges that find nothing). ``error``/``error_kind`` are set when the endpoint
+failed (after the client's own retries): such judgments are never cached.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal, Protocol
+
+from qmr.config import Problem, field
+from qmr.locate.cases import Case, input_hash
+
+log = logging.getLogger(__name__)
+
+JudgeKind = Literal["arithmetic", "reference", "llm"]
+
+TEMPLATE_PACKAGE = "qmr.locate.templates"
+
+
+def template_names() -> list[str]:
+    """Prompt versions available (template file names without ``.txt``)."""
+    root = resources.files(TEMPLATE_PACKAGE)
+    return sorted(p.name[:-4] for p in root.iterdir() if p.name.endswith(".txt"))
+
+
+def load_template(prompt_version: str) -> str:
+    name = prompt_version if prompt_version.endswith(".txt") else f"{prompt_version}.txt"
+    path = resources.files(TEMPLATE_PACKAGE) / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"prompt_version: got {prompt_version!r}; allowed: {', '.join(template_names())} (files in {TEMPLATE_PACKAGE})"
+        )
+    return path.read_text(encoding="utf-8")
+
+
+@dataclass
+class JudgeSpec:
+    """One judge of the ensemble (a value of ``judge.judges`` in params.yaml)."""
+
+    kind: JudgeKind = field("llm", help="arithmetic | reference (offline) | llm (OpenAI-compatible endpoint)")
+    base_url: str = field(
+        "", help="llm: endpoint base URL, e.g. https://api.openai.com/v1 or http://localhost:8000/v1"
+    )
+    model: str = field("", help="llm: model name sent to the endpoint")
+    api_key_env: str = field(
+        "OPENAI_API_KEY",
+        help="llm: NAME of the environment variable holding the API key ('' = endpoint needs no key)",
+    )
+    prompt_version: str = field(
+        "judge_v1", help="llm: prompt template file in qmr/locate/templates (without .txt)"
+    )
+    temperature: float = field(0.0, help="llm: sampling temperature")
+    max_tokens: int = field(1024, help="llm: completion token limit per call")
+    reasks: int = field(1, help="llm: re-asks after an invalid reply before recording it invalid")
+    max_retries: int = field(
+        3, help="llm: the openai client's retries on 429/5xx/timeouts (with its backoff)"
+    )
+    timeout_s: float = field(120.0, help="llm: per-request timeout in seconds")
+    concurrency: int = field(4, help="llm: parallel requests to this endpoint")
+    price_in_per_mtok: float = field(0.0, help="llm: price per million prompt tokens (for the cost metric)")
+    price_out_per_mtok: float = field(0.0, help="llm: price per million completion tokens")
+
+    def check(self, key: str = "") -> list[Problem]:
+        p = f"{key}." if key else ""
+        out: list[Problem] = []
+        if self.kind != "llm":
+            return out
+        if not self.base_url.startswith(("http://", "https://")):
+            out.append(Problem(f"{p}base_url", self.base_url, "an http(s):// URL (required for kind llm)"))
+        if not self.model:
+            out.append(Problem(f"{p}model", self.model, "a model name (required for kind llm)"))
+        if self.api_key_env and not self.api_key_env.replace("_", "").isalnum():
+            out.append(
+                Problem(f"{p}api_key_env", self.api_key_env, "the NAME of an environment variable, not a key")
+            )
+        try:
+            load_template(self.prompt_version)
+        except FileNotFoundError:
+            out.append(
+                Problem(f"{p}prompt_version", self.prompt_version, "one of " + ", ".join(template_names()))
+            )
+        if not 0.0 <= self.temperature <= 2.0:
+            out.append(Problem(f"{p}temperature", self.temperature, "a number in [0, 2]"))
+        for name, low in (("max_tokens", 1), ("reasks", 0), ("max_retries", 0), ("concurrency", 1)):
+            if getattr(self, name) < low:
+                out.append(Problem(f"{p}{name}", getattr(self, name), f"an integer >= {low}"))
+        if self.timeout_s <= 0:
+            out.append(Problem(f"{p}timeout_s", self.timeout_s, "a number > 0"))
+        for name in ("price_in_per_mtok", "price_out_per_mtok"):
+            if getattr(self, name) < 0:
+                out.append(Problem(f"{p}{name}", getattr(self, name), "a number >= 0"))
+        return out
+
+
+class Judge(Protocol):
+    """What `run_judges` needs from a judge. ``judge`` must be thread-safe."""
+
+    name: str
+    kind: str
+    model: str
+    prompt_version: str
+    concurrency: int
+    cacheable: bool
+
+    def judge(self, case: Case) -> dict[str, Any]: ...
+
+
+def make_judgment(case: Case, judge: Judge, **fields: Any) -> dict[str, Any]:
+    """A judgment record with every schema field present (defaults: an abstention with no calls)."""
+    rec: dict[str, Any] = {
+        "id": case.id,
+        "variant": case.variant,
+        "sample": case.qt_sample,
+        "judge": judge.name,
+        "kind": judge.kind,
+        "model": judge.model,
+        "prompt_version": judge.prompt_version,
+        "input_hash": input_hash(case),
+        "raw": None,
+        "primary_error_type": None,
+        "error_step": None,
+        "explanation": "",
+        "confidence_score": None,
+        "valid": True,
+        "abstain": True,
+        "error": None,
+        "error_kind": None,
+        "tokens_in": 0,
+        "tokens_out": 0,
+        "cost": 0.0,
+        "calls": 0,
+        "retries": 0,
+    }
+    unknown = set(fields) - set(rec)
+    if unknown:
+        raise KeyError(f"unknown judgment fields: {sorted(unknown)}")
+    rec.update(fields)
+    return rec
+
+
+def speaks(judgment: dict[str, Any] | None) -> bool:
+    """Does this judgment count as a vote? (present, valid, not abstaining, with a type)."""
+    return (
+        judgment is not None
+        and bool(judgment.get("valid"))
+        and not judgment.get("abstain")
+        and judgment.get("primary_error_type") is not None
+    )
+
+
+def build_judge(name: str, spec: JudgeSpec) -> Judge:
+    """Instantiate judge ``name`` from its spec. An ``llm`` judge checks its API-key variable here,
+    before any work, and raises a `JudgeConfigError` naming it when it is unset."""
+    problems = spec.check(f"judges.{name}")
+    if problems:
+        from qmr.config import ConfigError
+
+        raise ConfigError(problems, source=f"judge {name!r}")
+    if spec.kind == "arithmetic":
+        from qmr.locate.offline import ArithmeticJudge
+
+        return ArithmeticJudge(name)
+    if spec.kind == "reference":
+        from qmr.locate.offline import ReferenceJudge
+
+        return ReferenceJudge(name)
+    from qmr.locate.llm import LLMJudge
+
+    return LLMJudge(name, spec)
+
+
+class JudgeConfigError(RuntimeError):
+    """A judge cannot start (missing API key variable, …); raised before any call."""

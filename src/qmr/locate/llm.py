@@ -1,0 +1,305 @@
+"""The ``llm`` judge: an OpenAI-compatible chat endpoint through the official ``openai`` client.
+
+The prompt is a versioned template file (``templates/<prompt_version>.txt``, ``{{placeholders}}``)
+showing the problem, the gold answer, the full-precision trace and the quantized trace with numbered
+steps (`qmr.steps.number_steps`). The reply must be the paper's Appendix C JSON::
+
+    {"quantized_error_analysis": {"primary_error_type": ..., "error_step": ..., "explanation": ...,
+                                  "confidence_score": ...}}
+
+`parse_verdict` tolerates ```json fences, prose around the object, a flat object without the outer
+key, and spellings like "Computational Error"; it rejects a type outside the taxonomy, an
+``error_step`` outside 1..len(steps) (null is required for ``no_error``), or a confidence outside
+[0, 1]. An invalid reply is re-asked ``reasks`` times (the conversation continues with the reason),
+then recorded ``valid: False``. Transport failures (429, 5xx, timeouts, refused connections) are
+retried by the client itself (``max_retries``, its exponential backoff, ``Retry-After`` honoured); a
+call still failing is recorded invalid with ``error``/``error_kind`` and is not cached, so a re-run
+retries it. `raise_if_endpoint_dead` turns "every call failed to connect" into one clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from typing import Any
+
+from qmr.locate.cases import Case
+from qmr.locate.judges import JudgeConfigError, JudgeSpec, load_template, make_judgment
+from qmr.locate.taxonomy import ANSWERS, NO_ERROR, normalize_type
+from qmr.steps import number_steps
+
+log = logging.getLogger(__name__)
+
+#: error kinds meaning "the endpoint is unusable", not "this request failed"
+DEAD_KINDS = frozenset({"connection", "timeout", "auth", "not_found"})
+
+REASK = (
+    "Your reply could not be used: {reason}. Reply again with ONLY the JSON object "
+    '{{"quantized_error_analysis": {{"primary_error_type": ..., "error_step": ..., "explanation": ..., '
+    '"confidence_score": ...}}}} as specified above.'
+)
+
+
+class EndpointDeadError(RuntimeError):
+    """Every call of a judge failed to reach its endpoint."""
+
+
+def render_prompt(template: str, case: Case) -> str:
+    values = {
+        "question": case.question.strip(),
+        "gold_answer": str(case.gold_answer),
+        "fp_answer": "" if case.fp_pred is None else str(case.fp_pred),
+        "fp_trace": number_steps(case.fp_steps) if case.fp_steps else "(not available)",
+        "qt_answer": "" if case.qt_pred is None else str(case.qt_pred),
+        "qt_graded": {True: "correct", False: "incorrect", None: "unknown"}[case.qt_correct],
+        "qt_trace": number_steps(case.qt_steps) if case.qt_steps else "(empty)",
+        "n_steps": str(len(case.qt_steps)),
+    }
+    out = template
+    for key, value in values.items():
+        out = out.replace("{{" + key + "}}", value)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# reply parsing
+
+
+def _json_objects(text: str) -> list[Any]:
+    fenced = re.findall(r"```(?:json|JSON)?\s*(.*?)```", text, re.S)
+    candidates = [*fenced, text]
+    out: list[Any] = []
+    dec = json.JSONDecoder()
+    for cand in candidates:
+        s = cand.strip()
+        try:
+            out.append(json.loads(s))
+            continue
+        except json.JSONDecodeError:
+            pass
+        for m in re.finditer(r"\{", s):
+            try:
+                obj, _ = dec.raw_decode(s, m.start())
+            except json.JSONDecodeError:
+                continue
+            out.append(obj)
+            break
+    return out
+
+
+def _as_step(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(?:step\s*)?(\d+)\s*", value, re.I)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def parse_verdict(text: str | None, n_steps: int) -> tuple[dict[str, Any] | None, str]:
+    """(verdict, "") for a valid reply, (None, reason) otherwise."""
+    if not text or not text.strip():
+        return None, "the reply is empty"
+    objs = [o for o in _json_objects(text) if isinstance(o, dict)]
+    if not objs:
+        return None, "no JSON object found in the reply"
+    obj = objs[0]
+    inner = obj.get("quantized_error_analysis", obj)
+    if not isinstance(inner, dict):
+        return None, "quantized_error_analysis is not an object"
+    raw_type = inner.get("primary_error_type")
+    etype = normalize_type(raw_type)
+    if etype is None:
+        return None, f"primary_error_type: got {raw_type!r}; allowed: {', '.join(ANSWERS)}"
+    step: int | None = None
+    if etype != NO_ERROR:
+        raw_step = inner.get("error_step")
+        step = _as_step(raw_step)
+        if step is None or not 1 <= step <= n_steps:
+            return None, f"error_step: got {raw_step!r}; allowed: an integer from 1 to {n_steps}"
+    conf = inner.get("confidence_score")
+    if conf is not None:
+        try:
+            conf = float(conf)
+        except (TypeError, ValueError):
+            return None, f"confidence_score: got {conf!r}; allowed: a number in [0, 1]"
+        if not 0.0 <= conf <= 1.0:
+            return None, f"confidence_score: got {conf!r}; allowed: a number in [0, 1]"
+    explanation = inner.get("explanation", "")
+    return {
+        "primary_error_type": etype,
+        "error_step": step,
+        "explanation": explanation if isinstance(explanation, str) else json.dumps(explanation),
+        "confidence_score": conf,
+    }, ""
+
+
+# --------------------------------------------------------------------------------------------------
+# the judge
+
+
+def _error_kind(exc: BaseException) -> str:
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection"
+    if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+        return "auth"
+    if isinstance(exc, openai.NotFoundError):
+        return "not_found"
+    if isinstance(exc, openai.RateLimitError):
+        return "rate_limit"
+    if isinstance(exc, openai.BadRequestError):
+        return "bad_request"
+    if isinstance(exc, openai.APIStatusError):
+        return "server" if exc.status_code >= 500 else f"status_{exc.status_code}"
+    return "other"
+
+
+class LLMJudge:
+    kind = "llm"
+    cacheable = True
+
+    def __init__(self, name: str, spec: JudgeSpec):
+        self.name = name
+        self.spec = spec
+        self.model = spec.model
+        self.prompt_version = spec.prompt_version
+        self.concurrency = spec.concurrency
+        self.template = load_template(spec.prompt_version)
+        self.template_sha256 = hashlib.sha256(self.template.encode("utf-8")).hexdigest()
+        if spec.api_key_env:
+            api_key = os.environ.get(spec.api_key_env)
+            if not api_key:
+                raise JudgeConfigError(
+                    f"judge {name!r}: environment variable {spec.api_key_env} is not set "
+                    f"(judges.{name}.api_key_env names it); export the endpoint's API key in it, "
+                    "or set api_key_env: '' for an endpoint that needs no key"
+                )
+        else:
+            api_key = "no-key"
+        from openai import OpenAI
+
+        self._client = OpenAI(
+            base_url=spec.base_url, api_key=api_key, max_retries=spec.max_retries, timeout=spec.timeout_s
+        )
+
+    def prompt(self, case: Case) -> str:
+        return render_prompt(self.template, case)
+
+    def _cost(self, tokens_in: int, tokens_out: int) -> float:
+        return round(
+            tokens_in * self.spec.price_in_per_mtok / 1e6 + tokens_out * self.spec.price_out_per_mtok / 1e6, 8
+        )
+
+    def judge(self, case: Case) -> dict[str, Any]:
+        import openai
+
+        messages: list[dict[str, str]] = [{"role": "user", "content": self.prompt(case)}]
+        n_steps = len(case.qt_steps)
+        tokens_in = tokens_out = calls = retries = 0
+        content = ""
+        reason = ""
+        for _attempt in range(1 + self.spec.reasks):
+            calls += 1
+            try:
+                raw = self._client.chat.completions.with_raw_response.create(
+                    model=self.spec.model,
+                    messages=messages,  # type: ignore[arg-type]
+                    temperature=self.spec.temperature,
+                    max_tokens=self.spec.max_tokens,
+                )
+                retries += int(getattr(raw, "retries_taken", 0) or 0)
+                completion = raw.parse()
+            except openai.OpenAIError as exc:
+                kind = _error_kind(exc)
+                log.warning("judge %s, case %s: call failed (%s): %s", self.name, case.id, kind, exc)
+                return make_judgment(
+                    case,
+                    self,
+                    raw=content or None,
+                    valid=False,
+                    abstain=False,
+                    explanation=f"call failed after the client's retries: {type(exc).__name__}",
+                    error=f"{type(exc).__name__}: {exc}",
+                    error_kind=kind,
+                    tokens_in=tokens_in,
+                    tokens_out=tokens_out,
+                    cost=self._cost(tokens_in, tokens_out),
+                    calls=calls,
+                    retries=retries + self.spec.max_retries,
+                )
+            usage = getattr(completion, "usage", None)
+            if usage is not None:
+                tokens_in += int(getattr(usage, "prompt_tokens", 0) or 0)
+                tokens_out += int(getattr(usage, "completion_tokens", 0) or 0)
+            choices = getattr(completion, "choices", None) or []
+            content = (choices[0].message.content or "") if choices else ""
+            verdict, reason = parse_verdict(content, n_steps)
+            if verdict is not None:
+                return make_judgment(
+                    case,
+                    self,
+                    raw=content,
+                    valid=True,
+                    abstain=False,
+                    tokens_in=tokens_in,
+                    tokens_out=tokens_out,
+                    cost=self._cost(tokens_in, tokens_out),
+                    calls=calls,
+                    retries=retries,
+                    **verdict,
+                )
+            log.debug("judge %s, case %s: invalid reply (%s)", self.name, case.id, reason)
+            messages = [
+                *messages,
+                {"role": "assistant", "content": content},
+                {"role": "user", "content": REASK.format(reason=reason)},
+            ]
+        return make_judgment(
+            case,
+            self,
+            raw=content,
+            valid=False,
+            abstain=False,
+            explanation=f"invalid reply after {calls} call(s): {reason}",
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            cost=self._cost(tokens_in, tokens_out),
+            calls=calls,
+            retries=retries,
+        )
+
+
+def raise_if_endpoint_dead(judgments: list[dict[str, Any]]) -> None:
+    """Raise `EndpointDeadError` for an llm judge whose every judgment here failed to reach its endpoint.
+
+    Pass the judgments of one run (cached answers never carry errors, so a judge with any success or
+    any cached answer passes).
+    """
+    by_judge: dict[str, list[dict[str, Any]]] = {}
+    for j in judgments:
+        if j.get("kind") == "llm":
+            by_judge.setdefault(j["judge"], []).append(j)
+    dead = []
+    for name, js in by_judge.items():
+        if js and all(j.get("error_kind") in DEAD_KINDS for j in js):
+            kinds = sorted({j["error_kind"] for j in js})
+            dead.append(
+                f"judge {name!r} (model {js[0].get('model')!r}): all {len(js)} call(s) failed ({', '.join(kinds)}); first error: {js[0].get('error')}"
+            )
+    if dead:
+        raise EndpointDeadError(
+            "endpoint unreachable — is the server up, the base_url right, the key valid?\n  "
+            + "\n  ".join(dead)
+        )

@@ -1,0 +1,237 @@
+"""The whole ``params.yaml`` schema, composed from each concept's config dataclass, and its validation.
+
+``load_params()`` checks the entire file before any stage does work and raises ``ConfigError`` with
+one line per problem (key, value, what is allowed); the CLI turns that into exit code 2.
+Names are shared end to end: params section = dvc stage = CLI command = stage module = metrics file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from qmr.config import ConfigError, Problem, field, from_dict
+from qmr.generation.base import GenerateConfig
+from qmr.locate.judges import JudgeSpec
+from qmr.locate.vote import VoteSpec
+from qmr.quant.spec import QuantSpec
+from qmr.restore.silver import RecoveryConfig
+from qmr.restore.train import RestoreConfig
+from qmr.toy.problems import ToyDataConfig
+from qmr.toy.train import ToyModelConfig
+
+TOY_SPLITS = ("train", "mine", "test")
+
+
+@dataclass
+class ModelSpec:
+    """One model the pipeline runs on (a key of ``models``)."""
+
+    source: Literal["toy", "hub", "local"] = field("toy", help="toy = train the embedded reasoner; hub = pinned hub id; local = a directory")
+    hub_id: str | None = field(None, help="hub model id, e.g. Qwen/Qwen2.5-1.5B-Instruct (source: hub)")
+    revision: str | None = field(None, help="hub commit/tag to pin (source: hub)")
+    path: str | None = field(None, help="local Hugging Face model directory (source: local)")
+    prompt_style: Literal["plain", "chat"] = field("plain", help="plain for the toy; chat uses the model's chat template")
+
+    def check(self, key: str) -> list[Problem]:
+        out = []
+        if self.source == "hub" and not self.hub_id:
+            out.append(Problem(f"{key}.hub_id", self.hub_id, "a hub model id when source is 'hub'"))
+        if self.source == "hub" and not self.revision:
+            out.append(Problem(f"{key}.revision", self.revision, "a pinned revision (commit or tag) when source is 'hub'"))
+        if self.source == "local":
+            if not self.path:
+                out.append(Problem(f"{key}.path", self.path, "a local model directory when source is 'local'"))
+            elif not Path(self.path).is_dir():
+                out.append(Problem(f"{key}.path", self.path, "an existing directory (not found)"))
+        return out
+
+
+@dataclass
+class BenchmarkSpec:
+    """One benchmark split (a key of ``benchmarks``) in the benchmark record schema."""
+
+    source: Literal["toy", "local", "hub"] = field("toy", help="toy generator, a local file, or a hub dataset")
+    split: str = field("test", help="toy: train | mine | test; hub: the dataset split")
+    size: int = field(0, help="number of problems (0 = all; toy: required > 0)")
+    role: Literal["train", "mine", "eval"] = field("eval", help="train (model training, calibration), mine (failure mining pool), eval (held out)")
+    kind: Literal["math", "choice", "integer"] = field("math", help="answer kind for grading")
+    path: str | None = field(None, help="local file (jsonl/json/csv/parquet) when source is 'local'")
+    format: Literal["auto", "toy", "gsm8k", "math", "aime", "mmlu"] = field("auto", help="record format of a local/hub file")
+    families: list[str] | None = field(None, help="toy: problem families to draw from (null = all)")
+    hub_id: str | None = field(None, help="hub dataset id (source: hub)")
+    subset: str | None = field(None, help="hub dataset configuration name (source: hub)")
+    revision: str | None = field(None, help="hub dataset revision to pin (source: hub)")
+
+    def check(self, key: str) -> list[Problem]:
+        out = []
+        if self.source == "toy":
+            if self.split not in TOY_SPLITS:
+                out.append(Problem(f"{key}.split", self.split, "one of " + ", ".join(TOY_SPLITS) + " for the toy source"))
+            if self.size <= 0:
+                out.append(Problem(f"{key}.size", self.size, "an integer > 0 for the toy source"))
+            if self.families is not None:
+                from qmr.toy.problems import FAMILIES
+
+                for i, fam in enumerate(self.families):
+                    if fam not in FAMILIES:
+                        out.append(Problem(f"{key}.families[{i}]", fam, "one of " + ", ".join(FAMILIES)))
+        if self.size < 0:
+            out.append(Problem(f"{key}.size", self.size, "an integer >= 0"))
+        if self.source == "hub" and not (self.hub_id and self.revision):
+            out.append(Problem(f"{key}.hub_id", self.hub_id, "a hub dataset id and a pinned revision when source is 'hub'"))
+        if self.source == "local":
+            if not self.path:
+                out.append(Problem(f"{key}.path", self.path, "a file path when source is 'local'"))
+            elif not Path(self.path).exists():
+                out.append(Problem(f"{key}.path", self.path, "an existing file (not found)"))
+        return out
+
+
+@dataclass
+class PrepareConfig:
+    """Building the benchmark files."""
+
+    dedupe: bool = field(True, help="drop training/mining problems whose id or normalized text is in an eval split")
+    toy: ToyDataConfig = field(default_factory=ToyDataConfig, help="toy problem generator: number ranges, split fractions")
+
+
+@dataclass
+class BaseConfig:
+    """Resolving the base model; for the toy source, how to train it."""
+
+    toy: ToyModelConfig = field(default_factory=ToyModelConfig, help="toy reasoner architecture and training budget")
+
+
+@dataclass
+class CalibrationConfig:
+    benchmark: str = field("train", help="benchmark (role train) whose problems calibrate GPTQ/AWQ/SmoothQuant")
+    samples: int = field(256, help="calibration sequences")
+    max_length: int = field(256, help="tokens per calibration sequence")
+
+
+@dataclass
+class QuantizeConfig:
+    """The variants: one llmcompressor recipe each; `fp` (method none) is the full-precision reference."""
+
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig, help="calibration data")
+    variants: dict[str, QuantSpec] = field(default_factory=dict, help="variant slug -> quantization spec")
+
+
+@dataclass
+class EvaluateConfig:
+    reference: str = field("fp", help="the variant degradation and flips are measured against")
+
+
+@dataclass
+class JudgeConfig:
+    """The judge ensemble: offline judges and any OpenAI-compatible endpoints, by name."""
+
+    variants: list[str] = field(default_factory=list, help="variants whose failures are judged (keys of quantize.variants)")
+    judges: dict[str, JudgeSpec] = field(default_factory=dict, help="judge name -> spec (kind arithmetic | reference | llm)")
+    cheap_first: bool = field(False, help="consult llm judges only where the offline judges leave a case undecided")
+
+
+@dataclass
+class Params:
+    seed: int = field(0, help="global seed")
+    threads: int = field(2, help="torch threads in every stage (fixed for determinism)")
+    models: dict[str, ModelSpec] = field(default_factory=dict, help="model name -> spec")
+    benchmarks: dict[str, BenchmarkSpec] = field(default_factory=dict, help="benchmark name -> spec")
+    prepare: PrepareConfig = field(default_factory=PrepareConfig, help="stage prepare")
+    base: BaseConfig = field(default_factory=BaseConfig, help="stage base")
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig, help="stage quantize")
+    generate: GenerateConfig = field(default_factory=GenerateConfig, help="stage generate")
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig, help="stage evaluate")
+    judge: JudgeConfig = field(default_factory=JudgeConfig, help="stage judge")
+    vote: VoteSpec = field(default_factory=VoteSpec, help="stage vote: the voting protocol")
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig, help="stage silver: which Silver Bullet pairs")
+    restore: RestoreConfig = field(default_factory=RestoreConfig, help="stage restore: DPO + LoRA")
+
+    def check(self, key: str) -> list[Problem]:
+        out: list[Problem] = []
+        if self.threads < 1:
+            out.append(Problem("threads", self.threads, "an integer >= 1"))
+        if not self.models:
+            out.append(Problem("models", self.models, "at least one model"))
+        bench = self.benchmarks or {}
+        for i, name in enumerate(self.generate.benchmarks):
+            if name not in bench:
+                out.append(Problem(f"generate.benchmarks[{i}]", name, "a key of benchmarks: " + ", ".join(sorted(bench))))
+            elif bench[name].role == "train":
+                out.append(Problem(f"generate.benchmarks[{i}]", name, "a benchmark with role eval or mine"))
+        cal = self.quantize.calibration.benchmark
+        if cal not in bench:
+            out.append(Problem("quantize.calibration.benchmark", cal, "a key of benchmarks: " + ", ".join(sorted(bench))))
+        elif bench[cal].role != "train":
+            out.append(Problem("quantize.calibration.benchmark", cal, "a benchmark with role train (never calibrate on eval data)"))
+        variants = self.quantize.variants or {}
+        if self.evaluate.reference not in variants:
+            out.append(Problem("evaluate.reference", self.evaluate.reference, "a key of quantize.variants: " + ", ".join(sorted(variants))))
+        elif variants[self.evaluate.reference].method != "none":
+            out.append(Problem("evaluate.reference", self.evaluate.reference, "a variant with method 'none' (full precision)"))
+        if any(m.source == "toy" for m in self.models.values()):
+            toy = self.base.toy
+            for slug, spec in variants.items():
+                g = spec.group_size
+                if spec.method in ("rtn", "gptq", "awq") and g and (toy.hidden_size % g or toy.intermediate_size % g):
+                    out.append(Problem(
+                        f"quantize.variants.{slug}.group_size", g,
+                        f"a divisor of the toy model's layer widths (base.toy.hidden_size={toy.hidden_size}, "
+                        f"intermediate_size={toy.intermediate_size})",
+                    ))
+        for slug in variants:
+            if not _is_slug(slug):
+                out.append(Problem(f"quantize.variants.{slug}", slug, "a slug: lower-case letters, digits and '-'"))
+        for name in self.models:
+            if not _is_slug(name.replace(".", "-")):
+                out.append(Problem(f"models.{name}", name, "a slug: lower-case letters, digits, '.', '-'"))
+        quantized = sorted(k for k, v in variants.items() if v.method != "none")
+        for i, v in enumerate(self.judge.variants):
+            if v not in quantized:
+                out.append(Problem(f"judge.variants[{i}]", v, "a quantized variant: " + ", ".join(quantized)))
+        judges = self.judge.judges or {}
+        for name in [self.vote.baseline, *self.vote.auxiliaries]:
+            if judges and name not in judges:
+                out.append(Problem("vote", name, "a judge name from judge.judges: " + ", ".join(sorted(judges))))
+        for i, v in enumerate(self.recovery.variants):
+            if v not in self.judge.variants:
+                out.append(Problem(f"recovery.variants[{i}]", v, "a judged variant (judge.variants): " + ", ".join(self.judge.variants)))
+        if self.recovery.teacher != "fp" and (self.recovery.teacher not in judges or judges[self.recovery.teacher].kind != "llm"):
+            llms = [n for n, j in judges.items() if j.kind == "llm"]
+            out.append(Problem("recovery.teacher", self.recovery.teacher, "'fp' or an llm endpoint from judge.judges: " + (", ".join(llms) or "(none defined)")))
+        roles = {spec.role for spec in bench.values()}
+        if self.recovery.variants and "mine" not in {bench[b].role for b in self.generate.benchmarks if b in bench}:
+            out.append(Problem("generate.benchmarks", self.generate.benchmarks, "a benchmark with role mine (silver pairs are mined there)" + ("" if "mine" in roles else "; define one in benchmarks")))
+        if self.recovery.exclude_families:
+            from qmr.toy.problems import FAMILIES
+
+            for i, fam in enumerate(self.recovery.exclude_families):
+                if fam not in FAMILIES:
+                    out.append(Problem(f"recovery.exclude_families[{i}]", fam, "one of " + ", ".join(FAMILIES)))
+        if self.generate.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            out.append(Problem("generate.backend", "vllm", "an installed backend: 'transformers' (install the extra `qmr[vllm]` for vllm)"))
+        return out
+
+
+def _is_slug(s: str) -> bool:
+    return bool(s) and all(c.islower() or c.isdigit() or c == "-" for c in s) and not s.startswith("-")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError([Problem("<file>", str(path), "an existing params file")], source=str(path))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem("<file>", str(path), f"valid YAML ({exc})")], source=str(path)) from None
+    problems: list[Problem] = []
+    params = from_dict(Params, raw or {}, "", problems)
+    if problems:
+        raise ConfigError(problems, source=str(path))
+    return params

@@ -1,0 +1,83 @@
+"""Every repository path the stages read or write, in one place.
+
+The core library never builds repo paths; stages ask this module. Paths are relative to the project
+root (the current directory, as `dvc repro` runs stages there), so dvc.yaml and this module agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(".")
+PARAMS = ROOT / "params.yaml"
+DATA = ROOT / "data"
+MODELS = ROOT / "models"
+METRICS = ROOT / "metrics"
+PLOTS = ROOT / "plots"
+
+
+def benchmark(name: str) -> Path:
+    return DATA / "benchmarks" / f"{name}.jsonl"
+
+
+def base_model(model: str) -> Path:
+    return MODELS / "base" / model
+
+
+def aligned_model(model: str) -> Path:
+    return MODELS / "aligned" / model
+
+
+def quantized_model(model: str, variant: str) -> Path:
+    return MODELS / "quantized" / model / variant
+
+
+def traces(model: str, variant: str, bench: str) -> Path:
+    return DATA / "traces" / model / variant / f"{bench}.jsonl"
+
+
+def judgments(model: str, variant: str) -> Path:
+    return DATA / "judgments" / model / f"{variant}.jsonl"
+
+
+def judge_cache(model: str) -> Path:
+    return cache_dir() / "judge" / f"{model}.jsonl"
+
+
+def labels(model: str, variant: str) -> Path:
+    return DATA / "labels" / model / f"{variant}.jsonl"
+
+
+def annotation_dir(model: str, variant: str) -> Path:
+    return DATA / "annotation" / model / variant
+
+
+def silver(model: str, variant: str) -> Path:
+    return DATA / "silver" / model / f"{variant}.jsonl"
+
+
+def restored_model(model: str, variant: str) -> Path:
+    return MODELS / "restored" / model / variant
+
+
+def restored_traces(model: str, variant: str, bench: str) -> Path:
+    return DATA / "traces_restored" / model / variant / f"{bench}.jsonl"
+
+
+def metrics(stage: str) -> Path:
+    return METRICS / f"{stage}.json"
+
+
+def plots(stage: str) -> Path:
+    return PLOTS / stage
+
+
+def cases(model: str, variant: str) -> Path:
+    return DATA / "judgments" / model / f"{variant}.cases.jsonl"
+
+
+def cache_dir() -> Path:
+    """Local response caches (judges, teachers): outside DVC outputs, so re-runs make no repeated calls."""
+    import os
+
+    return Path(os.environ.get("QMR_CACHE_DIR", ".qmr-cache"))

@@ -1,0 +1,32 @@
+"""Stage `base`: train the toy reasoner, or pin a real model, into models/base/<model>."""
+
+from __future__ import annotations
+
+import logging
+
+from qmr import paths
+from qmr.io import write_json
+from qmr.stages import UserError
+
+log = logging.getLogger(__name__)
+POINTER = "qmr_model.json"
+
+
+def run(params, model: str) -> None:
+    if model not in params.models:
+        raise UserError(f"--model: got {model!r}; allowed: {', '.join(sorted(params.models))}")
+    spec = params.models[model]
+    out = paths.base_model(model)
+    if spec.source == "toy":
+        from qmr.determinism import set_determinism
+        from qmr.toy.train import train_toy_model
+
+        set_determinism(params.base.toy.seed, params.threads)
+        # the same generator settings as `prepare`, so training and evaluation problems look alike
+        stats = train_toy_model(params.base.toy, out, threads=params.threads, data=params.prepare.toy)
+        write_json(paths.METRICS / "base" / f"{model}.json", {k: v for k, v in stats.items() if isinstance(v, (int, float, str))})
+        log.info("trained toy model %s: %s", model, stats)
+    elif spec.source == "hub":
+        write_json(out / POINTER, {"path": spec.hub_id, "revision": spec.revision})
+    else:
+        write_json(out / POINTER, {"path": spec.path, "revision": None})

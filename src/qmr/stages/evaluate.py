@@ -1,0 +1,49 @@
+"""Stage `evaluate`: metrics/evaluate.json (model -> variant -> benchmark) and accuracy plot data."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+
+from qmr import paths
+from qmr.evaluation import compare, summarize
+from qmr.io import read_json, read_jsonl, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+
+def run(params) -> None:
+    ref = params.evaluate.reference
+    metrics: dict = {}
+    speed: dict = {}
+    rows = []
+    for model in params.models:
+        metrics[model] = {}
+        speed[model] = {}
+        for variant, _spec in params.quantize.variants.items():
+            entry: dict = {}
+            for bench in params.generate.benchmarks:
+                kind = params.benchmarks[bench].kind
+                traces = read_jsonl(paths.traces(model, variant, bench))
+                m = summarize(traces, kind)
+                speed[model].setdefault(variant, {})[bench] = {"tokens_per_s": m.pop("tokens_per_s")}
+                m.update(compare(read_jsonl(paths.traces(model, ref, bench)), traces, kind))
+                entry[bench] = m
+                rows.append({"model": model, "variant": variant, "benchmark": bench, "accuracy": m["accuracy"]})
+            qstats = read_json(paths.quantized_model(model, variant) / "quantize.json")
+            entry["size"] = {
+                k: qstats[k]
+                for k in ("scheme", "disk_bytes", "disk_ratio", "quantized_linear_bytes", "fp16_linear_bytes", "linear_compression_ratio")
+                if k in qstats
+            }
+            metrics[model][variant] = entry
+            speed[model][variant]["quantize_seconds"] = qstats.get("seconds", 0.0)
+            log.info("%s/%s: %s", model, variant, {b: entry[b]["accuracy"] for b in params.generate.benchmarks})
+    write_json(paths.metrics("evaluate"), metrics)
+    write_json(paths.metrics("speed"), speed)  # wall-clock numbers: noisy, kept apart from quality metrics
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["model", "variant", "benchmark", "accuracy"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(paths.plots("evaluate") / "accuracy.csv", buf.getvalue())

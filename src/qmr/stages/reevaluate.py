@@ -1,0 +1,79 @@
+"""Stage `reevaluate`: evaluate restored models like `evaluate`; metrics/restore.json with recovery ratios."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+
+from qmr import paths
+from qmr.evaluation import majority_correct
+from qmr.io import read_json, read_jsonl, write_json, write_jsonl, write_text
+
+log = logging.getLogger(__name__)
+
+
+def recovery_ratio(acc_fp: float, acc_q: float, acc_r: float) -> float | None:
+    """(acc_restored - acc_q) / (acc_fp - acc_q); None when the variant lost nothing to recover."""
+    gap = acc_fp - acc_q
+    if gap <= 0:
+        return None
+    return round((acc_r - acc_q) / gap, 4)
+
+
+def _accuracy(traces: list[dict], kind: str) -> float:
+    maj = majority_correct(traces, kind)
+    return round(sum(maj.values()) / len(maj), 4) if maj else 0.0
+
+
+def run(params) -> None:
+    from qmr.stages.generate import generate_traces
+
+    ref = params.evaluate.reference
+    evals = [b for b in params.generate.benchmarks if params.benchmarks[b].role == "eval"]
+    metrics: dict = {}
+    rows = []
+    for model in params.models:
+        metrics[model] = {}
+        for variant in params.recovery.variants:
+            rdir = paths.restored_model(model, variant)
+            info = read_json(rdir / "restore.json")
+            silver_stats = read_json(paths.silver(model, variant).with_suffix(".stats.json"))
+            entry: dict = {
+                "subset": params.recovery.subset,
+                "objective": params.restore.objective,
+                "pairs": silver_stats.get("pairs", 0),
+                "trained": bool(info.get("trained")),
+                "train_seconds": info.get("seconds", 0.0),
+            }
+            if not info.get("trained"):
+                entry["message"] = info.get("message") or silver_stats.get("message", "nothing was trained")
+            models_to_eval = {"restored": (str(paths.quantized_model(model, variant)), str(rdir) if info.get("trained") else None)}
+            if (rdir / "requantized").is_dir():
+                models_to_eval["requantized"] = (str(rdir / "requantized"), None)
+            for bench in evals:
+                kind = params.benchmarks[bench].kind
+                acc_fp = _accuracy(read_jsonl(paths.traces(model, ref, bench)), kind)
+                acc_q = _accuracy(read_jsonl(paths.traces(model, variant, bench)), kind)
+                m = {"accuracy_fp": acc_fp, "accuracy_quantized": acc_q}
+                for label, (path, adapter) in models_to_eval.items():
+                    if label == "restored" and adapter is None:
+                        acc_r = acc_q  # nothing trained: the restored model is the quantized one
+                    else:
+                        traces = generate_traces(params, model, path, f"{variant}+{label}", bench, adapter=adapter)
+                        write_jsonl(paths.restored_traces(model, variant, bench).with_suffix(f".{label}.jsonl"), traces)
+                        acc_r = _accuracy(traces, kind)
+                    m[f"accuracy_{label}"] = acc_r
+                    m[f"recovery_ratio{'' if label == 'restored' else '_' + label}"] = recovery_ratio(acc_fp, acc_q, acc_r)
+                entry[bench] = m
+                rows.append({"model": model, "variant": variant, "benchmark": bench, "stage": "fp", "accuracy": acc_fp})
+                rows.append({"model": model, "variant": variant, "benchmark": bench, "stage": "quantized", "accuracy": acc_q})
+                rows.append({"model": model, "variant": variant, "benchmark": bench, "stage": "restored", "accuracy": m["accuracy_restored"]})
+            metrics[model][variant] = entry
+            log.info("%s/%s: %s", model, variant, {b: entry[b] for b in evals})
+    write_json(paths.metrics("restore"), metrics)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["model", "variant", "benchmark", "stage", "accuracy"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(paths.plots("restore") / "accuracy.csv", buf.getvalue())

@@ -1,0 +1,28 @@
+"""Stage `report`: metrics/report.md (paper-style tables) and PNG figures under plots/report/."""
+
+from __future__ import annotations
+
+import logging
+
+from qmr import paths
+from qmr.io import read_json, write_text
+
+log = logging.getLogger(__name__)
+
+
+def run(params) -> None:
+    from qmr.report import render_report, save_figures
+
+    evaluate = read_json(paths.metrics("evaluate"))
+    vote = read_json(paths.metrics("vote")) if paths.metrics("vote").exists() else None
+    restore = read_json(paths.metrics("restore")) if paths.metrics("restore").exists() else None
+    logs = {}
+    for model in params.models:
+        for variant in params.recovery.variants:
+            log_path = paths.restored_model(model, variant) / "train_log.json"
+            if log_path.exists():
+                logs[f"{model}/{variant}"] = read_json(log_path)
+    text = render_report(evaluate, vote, restore, list(params.generate.benchmarks))
+    write_text(paths.METRICS / "report.md", text)
+    figures = save_figures(evaluate, vote, logs, paths.plots("report"))
+    log.info("wrote metrics/report.md and %d figures", len(figures))

@@ -1,0 +1,30 @@
+"""Stage `restore`: DPO (or a control objective) + LoRA on the quantized model, from the silver pairs."""
+
+from __future__ import annotations
+
+import logging
+
+from qmr import paths
+from qmr.io import read_jsonl, write_json
+
+log = logging.getLogger(__name__)
+
+
+def run(params, model: str, variant: str) -> None:
+    from qmr.determinism import set_determinism
+    from qmr.restore.train import merge_and_requantize, train_restore
+
+    cfg = params.restore
+    pairs = read_jsonl(paths.silver(model, variant))
+    out = paths.restored_model(model, variant)
+    set_determinism(cfg.seed, params.threads)
+    stats = train_restore(paths.quantized_model(model, variant), pairs, cfg, out, threads=params.threads)
+    if cfg.merge == "requantize" and stats.get("trained"):
+        from qmr.stages.quantize import calibration_texts
+
+        spec = params.quantize.variants[variant]
+        cal = params.quantize.calibration
+        qstats = merge_and_requantize(out, out / "requantized", spec, calibration_texts(params), max_length=cal.max_length, seed=params.seed)
+        stats["requantize"] = {k: v for k, v in qstats.items() if isinstance(v, (int, float, str))}
+        write_json(out / "requantize.json", stats["requantize"])
+    log.info("restored %s/%s: %s", model, variant, {k: v for k, v in stats.items() if isinstance(v, (int, float, str, bool))})

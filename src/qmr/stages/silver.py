@@ -1,0 +1,66 @@
+"""Stage `silver`: Silver Bullet DPO pairs for `recovery.subset`, mined on the mining split only."""
+
+from __future__ import annotations
+
+import logging
+
+from qmr import paths
+from qmr.io import read_jsonl, write_json, write_jsonl
+from qmr.stages import UserError
+
+log = logging.getLogger(__name__)
+
+
+def benchmarks_with_role(params, role: str) -> list[str]:
+    return [b for b in params.generate.benchmarks if params.benchmarks[b].role == role]
+
+
+def eval_ids(params) -> set[str]:
+    ids: set[str] = set()
+    for name, spec in params.benchmarks.items():
+        if spec.role == "eval":
+            ids.update(r["id"] for r in read_jsonl(paths.benchmark(name)))
+    return ids
+
+
+def _teacher(params, model: str):
+    cfg = params.recovery
+    if cfg.teacher == "fp":
+        from qmr.generation import get_backend
+        from qmr.restore.silver import teacher_from_backend
+
+        g = params.generate
+        backend = get_backend(g.backend, str(paths.quantized_model(model, params.evaluate.reference)), device=g.device, batch_size=g.batch_size)
+        return teacher_from_backend(backend, temperature=cfg.teacher_temperature, max_new_tokens=g.max_new_tokens, seed=cfg.seed)
+    from qmr.restore.llm_teacher import llm_teacher
+
+    return llm_teacher(params.judge.judges[cfg.teacher], temperature=cfg.teacher_temperature)
+
+
+def run(params, model: str, variant: str) -> None:
+    from qmr.determinism import set_determinism
+    from qmr.restore.silver import build_pairs
+
+    cfg = params.recovery
+    if variant not in cfg.variants:
+        raise UserError(f"--variant: got {variant!r}; allowed (recovery.variants): {', '.join(cfg.variants)}")
+    mine = benchmarks_with_role(params, "mine")
+    set_determinism(cfg.seed, params.threads)
+    labels, qt, fp, records = [], [], [], []
+    for bench in mine:
+        labels += [lab for lab in read_jsonl(paths.labels(model, variant)) if lab.get("benchmark", bench) == bench]
+        qt += read_jsonl(paths.traces(model, variant, bench))
+        fp += read_jsonl(paths.traces(model, params.evaluate.reference, bench))
+        records += read_jsonl(paths.benchmark(bench))
+    kind = params.benchmarks[mine[0]].kind
+    step_resumed = cfg.subset not in ("RAND_NS", "ALL_NS")
+    teacher = _teacher(params, model) if step_resumed and labels else None
+    pairs, stats = build_pairs(cfg.subset, labels, qt, fp, records, teacher, cfg, eval_ids(params), kind=kind)
+    for p in pairs:
+        p["variant"] = variant
+    write_jsonl(paths.silver(model, variant), pairs)
+    write_json(paths.silver(model, variant).with_suffix(".stats.json"), stats)
+    if stats.get("empty"):
+        log.warning("%s/%s subset %s: no pairs (%s)", model, variant, cfg.subset, stats.get("message"))
+    else:
+        log.info("%s/%s subset %s: %d pairs (%d dropped unverified)", model, variant, cfg.subset, len(pairs), stats.get("dropped_unverified", 0))

@@ -1,0 +1,62 @@
+"""Stage `vote`: the voting protocol -> consensus labels, annotation packets, metrics/vote.json.
+
+Escalated and audit cases get a packet under data/annotation/<model>/<variant>/<case>/; a completed
+`human_verdict.json` there overrides the automated label the next time this stage runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+
+from qmr import paths
+from qmr.io import read_json, read_jsonl, write_json, write_jsonl, write_text
+
+log = logging.getLogger(__name__)
+
+
+def _csv(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def run(params) -> None:
+    from qmr.locate.annotation import apply_human_verdicts, packet_dir, write_packet
+    from qmr.locate.cases import case_from_dict
+    from qmr.locate.metrics import error_type_rows, first_error_rows, vote_metrics
+    from qmr.locate.offline import ground_truth_for
+    from qmr.locate.vote import group_judgments, vote_all
+
+    metrics: dict = {}
+    type_rows, position_rows = [], []
+    for model in params.models:
+        metrics[model] = {}
+        for variant in params.judge.variants:
+            cases = [case_from_dict(c) for c in read_jsonl(paths.cases(model, variant))]
+            judgments = read_jsonl(paths.judgments(model, variant))
+            case_of = {c.id: c for c in cases}
+            labels = vote_all(judgments, params.vote, [c.id for c in cases], variant)
+            grouped = group_judgments(judgments)
+            root = paths.annotation_dir(model, variant)
+            for lab in labels:
+                lab["benchmark"] = case_of[lab["id"]].benchmark
+                if lab["needs_human"] or lab["audit"]:
+                    write_packet(packet_dir(root, lab["id"]), case_of[lab["id"]], list(grouped.get(lab["id"], {}).values()), lab)
+            labels = apply_human_verdicts(labels, root, cases)
+            write_jsonl(paths.labels(model, variant), labels)
+            m = vote_metrics(labels, judgments, cases, ground_truth_for(cases) or None)
+            stats = read_json(paths.judgments(model, variant).with_suffix(".stats.json"))
+            m["calls"] = {"made": stats["calls_made"], "saved": stats["calls_saved"]}
+            metrics[model][variant] = m
+            type_rows += error_type_rows(labels, variant)
+            position_rows += first_error_rows(labels, cases, variant=variant)
+            log.info("%s/%s: %d labels, rules %s", model, variant, len(labels), m.get("rules"))
+    write_json(paths.metrics("vote"), metrics)
+    write_text(paths.plots("vote") / "error_types.csv", _csv(type_rows))
+    write_text(paths.plots("vote") / "first_error_position.csv", _csv(position_rows))

@@ -1,0 +1,91 @@
+"""params.yaml validation: every bad input -> exit 2, one line naming the key, the value and what is allowed."""
+
+import copy
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from qmr.cli import main
+
+
+def _set(d: dict, dotted: str, value):
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+    if value is _DELETE:
+        d.pop(keys[-1], None)
+    else:
+        d[keys[-1]] = value
+
+
+_DELETE = object()
+
+BAD = [
+    # (mutation key, value, the key the message must name, a fragment of what is allowed)
+    ("bogus_section", 1, "bogus_section", "a known key"),
+    ("seed", "zero", "seed", "an integer"),
+    ("threads", 0, "threads", ">= 1"),
+    ("quantize.variants.gptq-w4a16.method", "gptq2", "quantize.variants.gptq-w4a16.method", "'gptq'"),
+    ("quantize.variants.gptq-w4a16.bits", 5, "quantize.variants.gptq-w4a16.bits", "2"),
+    ("quantize.variants.smoothquant-w8a8.bits", 4, "quantize.variants.smoothquant-w8a8", "8"),
+    ("quantize.variants.gptq-w4a16.group_size", -32, "quantize.variants.gptq-w4a16.group_size", "positive"),
+    ("quantize.variants.rtn-w2g32.colour", "red", "quantize.variants.rtn-w2g32.colour", "a known key"),
+    ("quantize.calibration.benchmark", "test", "quantize.calibration.benchmark", "role train"),
+    ("benchmarks.test.size", -5, "benchmarks.test.size", ">"),
+    ("benchmarks.test.split", "validation", "benchmarks.test.split", "train, mine, test"),
+    ("benchmarks.test.role", "holdout", "benchmarks.test.role", "'eval'"),
+    ("benchmarks.gsm8k", {"source": "local", "path": "/nonexistent/gsm8k.jsonl"}, "benchmarks.gsm8k.path", "not found"),
+    ("generate.benchmarks", ["test", "nope"], "generate.benchmarks[1]", "a key of benchmarks"),
+    ("generate.max_new_tokens", 0, "generate.max_new_tokens", ">= 1"),
+    ("generate.temperature", "hot", "generate.temperature", "a number"),
+    ("generate.backend", "vllm", "generate.backend", "qmr[vllm]"),
+    ("models.toy.source", "s3", "models.toy.source", "'toy'"),
+    ("models.big", {"source": "hub", "hub_id": "Qwen/Qwen2.5-0.5B-Instruct"}, "models.big.revision", "pinned revision"),
+    ("base.toy.architecture", "gpt2", "base.toy.architecture", "'llama'"),
+    ("base.toy.hidden_size", 96, "quantize.variants.gptq-w4a16.group_size", "divisor"),
+    ("evaluate.reference", "gptq-w4a16", "evaluate.reference", "method 'none'"),
+]
+
+
+@pytest.mark.parametrize("key,value,named,allowed", BAD, ids=[b[0] + "=" + repr(b[1])[:20] for b in BAD])
+def test_bad_params_exit_2_naming_the_key(tmp_path, default_params, key, value, named, allowed):
+    params = copy.deepcopy(default_params)
+    _set(params, key, value)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    result = CliRunner().invoke(main, ["--params", str(path), "prepare"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if named in line]
+    assert lines, f"no line names {named!r}:\n{result.output}"
+    assert any(allowed in line for line in lines), result.output
+    assert "Traceback" not in result.output
+
+
+def test_all_problems_reported_at_once(tmp_path, default_params):
+    params = copy.deepcopy(default_params)
+    _set(params, "seed", "x")
+    _set(params, "generate.max_new_tokens", -1)
+    _set(params, "quantize.variants.gptq-w4a16.method", "nope")
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    result = CliRunner().invoke(main, ["--params", str(path), "params", "check", str(path)])
+    assert result.exit_code == 2
+    assert "3 problem(s)" in result.output
+
+
+def test_missing_and_broken_params_file(tmp_path):
+    result = CliRunner().invoke(main, ["--params", str(tmp_path / "none.yaml"), "prepare"])
+    assert result.exit_code == 2 and "none.yaml" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1,\n")
+    result = CliRunner().invoke(main, ["--params", str(bad), "prepare"])
+    assert result.exit_code == 2 and "valid YAML" in result.output
+
+
+def test_default_params_are_valid():
+    from qmr.params import load_params
+
+    params = load_params("params.yaml")
+    assert "fp" in params.quantize.variants
+    assert params.quantize.variants["fp"].method == "none"

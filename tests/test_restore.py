@@ -1,0 +1,490 @@
+"""restore: Silver Bullet pair construction (pure, hand-made traces) and DPO + LoRA on a tiny quantized model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qmr.config import ConfigError, from_dict
+from qmr.prompts import build_prompt
+from qmr.restore.silver import LeakageError, RecoveryConfig, build_pairs, resume_prompt
+from qmr.restore.train import RestoreConfig
+
+# --------------------------------------------------------------------------------------------------
+# hand-made mining pool: 6 problems, quantized traces failing at known steps
+# --------------------------------------------------------------------------------------------------
+
+GOLD = {
+    "p1": ("Tom has 3 apples and buys 4 more, then 5 more. How many?", ["3 + 4 = 7", "7 + 5 = 12"], "12"),
+    "p2": ("Ann has 10 pens and gives 2, then 3. How many?", ["10 - 2 = 8", "8 - 3 = 5"], "5"),
+    "p3": ("Bob has 2 boxes of 6 and 1 more. How many?", ["2 * 6 = 12", "12 + 1 = 13"], "13"),
+    "p4": ("Cy has 9 and 9. How many?", ["9 + 9 = 18"], "18"),
+    "p5": ("Di has 20 split in 4. How many each?", ["20 / 4 = 5"], "5"),
+    "p6": ("Ed has 1 and 1 and 1. How many?", ["1 + 1 = 2", "2 + 1 = 3"], "3"),
+}
+# quantized traces: (steps, category, error type, error step); None category = solved correctly
+QT = {
+    "p1": (["3 + 4 = 7", "7 + 5 = 13", "The answer is 13."], "EE", "computational_error", 2),
+    "p2": (["10 + 2 = 12", "12 - 3 = 9", "The answer is 9."], "CE", "conceptual_misunderstanding", 1),
+    "p3": (["2 * 6 = 12", "12 + 1 = 13", "13 - 1 = 12", "The answer is 12."], "ME", "procedural_error", 3),
+    "p4": (["9 + 9 = 19", "The answer is 19."], "EE", "computational_error", 1),
+    "p5": (["20 / 4 = 5", "The answer is 5."], None, None, None),
+    "p6": (["1 + 1 = 2", "2 + 1 = 3", "The answer is 3."], None, None, None),
+}
+
+
+def _solution(pid: str) -> str:
+    _, steps, ans = GOLD[pid]
+    return "\n".join([*steps, f"The answer is {ans}."])
+
+
+def make_records(families: dict[str, str] | None = None) -> list[dict]:
+    fam = families or {}
+    return [
+        {
+            "id": pid,
+            "source": "toy",
+            "question": q,
+            "answer": a,
+            "solution": _solution(pid),
+            "family": fam.get(pid, "add"),
+        }
+        for pid, (q, _, a) in GOLD.items()
+    ]
+
+
+def make_traces(variant: str = "rtn-w4a16") -> list[dict]:
+    out = []
+    for pid, (steps, cat, _, _) in QT.items():
+        q = GOLD[pid][0]
+        out.append(
+            {
+                "id": pid,
+                "variant": variant,
+                "benchmark": "mine",
+                "sample": 0,
+                "prompt": build_prompt(q),
+                "text": "\n".join(steps),
+                "steps": steps,
+                "pred": steps[-1].split()[-1].rstrip("."),
+                "correct": cat is None,
+                "tokens": 10,
+                "seconds": 0.1,
+            }
+        )
+    return out
+
+
+def make_fp_traces() -> list[dict]:
+    return [
+        {"id": pid, "variant": "fp", "sample": 0, "steps": _solution(pid).split("\n"), "correct": True}
+        for pid in GOLD
+    ]
+
+
+def make_labels() -> list[dict]:
+    return [
+        {
+            "id": pid,
+            "variant": "rtn-w4a16",
+            "primary_error_type": et,
+            "category": cat,
+            "error_step": k,
+            "rule": "unanimous",
+        }
+        for pid, (_, cat, et, k) in QT.items()
+        if cat is not None
+    ]
+
+
+def oracle_teacher(calls: list | None = None, wrong_first: bool = False):
+    """Continues the gold solution from the number of steps already in the prompt."""
+
+    def teacher(prompts: list[str], n: int) -> list[list[str]]:
+        if calls is not None:
+            calls.append((list(prompts), n))
+        out = []
+        for prompt in prompts:
+            pid = next(p for p, (q, _, _) in GOLD.items() if prompt.startswith(build_prompt(q)))
+            kept = prompt[len(build_prompt(GOLD[pid][0])) :].count("\n")
+            right = "\n".join(_solution(pid).split("\n")[kept:])
+            conts = ["1 + 1 = 99\nThe answer is 99.", right] if wrong_first else [right]
+            out.append((conts * n)[:n] if not wrong_first else conts[:n])
+        return out
+
+    return teacher
+
+
+def wrong_teacher(prompts: list[str], n: int) -> list[list[str]]:
+    return [["2 + 2 = 77\nThe answer is 77."] * n for _ in prompts]
+
+
+def build(subset: str, teacher=None, eval_ids=frozenset(), records=None, **cfg_kw):
+    cfg = RecoveryConfig(subset=subset, teacher_tries=cfg_kw.pop("teacher_tries", 2), **cfg_kw)
+    return build_pairs(
+        subset,
+        make_labels(),
+        make_traces(),
+        make_fp_traces(),
+        records if records is not None else make_records(),
+        teacher if teacher is not None else oracle_teacher(),
+        cfg,
+        set(eval_ids),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# pairs
+# --------------------------------------------------------------------------------------------------
+
+
+def test_resume_prompt_truncates_at_the_error_step():
+    pairs, stats = build("ALL")
+    by_id = {p["id"]: p for p in pairs}
+    assert set(by_id) == {"p1", "p2", "p3", "p4"}
+    assert stats["pairs"] == 4 and not stats["empty"]
+    # error_step 1 -> empty prefix, the bare problem prompt
+    p2 = by_id["p2"]
+    assert p2["prefix_steps"] == [] and p2["prompt"] == build_prompt(GOLD["p2"][0])
+    # error_step 3 -> two steps kept, newline-terminated
+    p3 = by_id["p3"]
+    assert p3["prefix_steps"] == ["2 * 6 = 12", "12 + 1 = 13"]
+    assert p3["prompt"] == build_prompt(GOLD["p3"][0]) + "2 * 6 = 12\n12 + 1 = 13\n"
+    assert p3["error_step"] == 3 and p3["error_type"] == "procedural_error"
+    # rejected = the quantized trace's own continuation from the faulty step
+    assert p3["rejected"] == "13 - 1 = 12\nThe answer is 12."
+    assert by_id["p1"]["rejected"] == "7 + 5 = 13\nThe answer is 13."
+    # chosen = the teacher's continuation from the same point
+    assert by_id["p1"]["chosen"] == "7 + 5 = 12\nThe answer is 12."
+    for p in pairs:
+        assert set(p) >= {
+            "id",
+            "variant",
+            "subset",
+            "prompt",
+            "prefix_steps",
+            "chosen",
+            "rejected",
+            "error_type",
+            "error_step",
+            "teacher",
+        }
+        assert p["variant"] == "rtn-w4a16" and p["subset"] == "ALL" and p["teacher"] == "fp"
+        assert p["chosen"] != p["rejected"]
+    assert resume_prompt("Q\n", []) == "Q\n" and resume_prompt("Q\n", ["a", "b"]) == "Q\na\nb\n"
+
+
+def test_chosen_is_the_first_verified_teacher_try():
+    calls: list = []
+    pairs, stats = build("ALL", teacher=oracle_teacher(calls, wrong_first=True), teacher_tries=2)
+    assert len(pairs) == 4 and stats["dropped_unverified"] == 0
+    assert all("99" not in p["chosen"] for p in pairs)
+    assert calls and all(n == 2 for _, n in calls)
+    # only one try allowed: the wrong first try is all there is -> every candidate dropped
+    pairs, stats = build("ALL", teacher=oracle_teacher(wrong_first=True), teacher_tries=1)
+    assert pairs == [] and stats["dropped_unverified"] == 4 and stats["empty"]
+
+
+def test_unverified_candidates_are_dropped_and_counted():
+    pairs, stats = build("ALL", teacher=wrong_teacher)
+    assert pairs == []
+    assert stats["dropped_unverified"] == 4 and stats["candidates"] == 4
+    assert stats["empty"] and "no teacher continuation graded correct" in stats["message"]
+
+
+@pytest.mark.parametrize(("subset", "ids"), [("CE", {"p2"}), ("ME", {"p3"}), ("EE", {"p1", "p4"})])
+def test_category_subsets_select_by_label_category(subset, ids):
+    pairs, stats = build(subset)
+    assert {p["id"] for p in pairs} == ids
+    assert all(p["category"] == subset and p["subset"] == subset for p in pairs)
+    assert stats["available"] == {"ALL": 4, "CE": 1, "RE": 0, "ME": 1, "EE": 2}
+
+
+def test_empty_subset_is_not_a_crash():
+    calls: list = []
+    pairs, stats = build("RE", teacher=oracle_teacher(calls))
+    assert pairs == [] and stats["empty"] and stats["pairs"] == 0
+    assert "RE" in stats["message"] and "no candidate" in stats["message"]
+    assert calls == []  # the teacher is not called for nothing
+
+
+def test_rand_ns_is_size_matched_with_gold_chosen():
+    pairs, stats = build("RAND_NS", teacher=wrong_teacher)  # the teacher is never needed
+    assert len(pairs) == 4 == stats["target_size"]  # as many as ALL has candidates
+    for p in pairs:
+        rec = next(r for r in make_records() if r["id"] == p["id"])
+        assert p["chosen"] == rec["solution"] and p["teacher"] == "gold"
+        assert p["prefix_steps"] == [] and p["prompt"] == build_prompt(rec["question"])
+        assert p["rejected"] == "\n".join(QT[p["id"]][0])
+    # seeded: same seed, same problems; explicit size wins
+    again, _ = build("RAND_NS")
+    assert [p["id"] for p in again] == [p["id"] for p in pairs]
+    cfg = RecoveryConfig(subset="RAND_NS", seed=0)
+    two, st2 = build_pairs(
+        "RAND_NS", make_labels(), make_traces(), [], make_records(), None, cfg, set(), size=2
+    )
+    assert len(two) == 2 and st2["target_size"] == 2
+
+
+def test_rand_ns_skips_pairs_whose_trace_equals_the_gold():
+    # p5 and p6 are solved exactly like the gold solution: such a pair has rejected == chosen.
+    cfg = RecoveryConfig(subset="RAND_NS")
+    pairs, stats = build_pairs(
+        "RAND_NS", make_labels(), make_traces(), [], make_records(), None, cfg, set(), size=6
+    )
+    assert {p["id"] for p in pairs} == {"p1", "p2", "p3", "p4"}
+    assert stats["skipped"]["same_as_chosen"] == 2
+
+
+def test_all_ns_uses_full_gold_and_full_trace_without_resume():
+    pairs, stats = build("ALL_NS", teacher=wrong_teacher)
+    assert {p["id"] for p in pairs} == {"p1", "p2", "p3", "p4"}
+    for p in pairs:
+        assert p["prefix_steps"] == [] and p["prompt"] == build_prompt(GOLD[p["id"]][0])
+        assert p["chosen"] == _solution(p["id"]) and p["teacher"] == "gold"
+        assert p["rejected"] == "\n".join(QT[p["id"]][0])
+        assert p["error_step"] == QT[p["id"]][3]
+
+
+def test_all_ns_falls_back_to_a_correct_fp_trace_without_gold():
+    records = make_records()
+    for r in records:
+        r.pop("solution")
+    pairs, _ = build("ALL_NS", records=records)
+    assert len(pairs) == 4 and all(p["teacher"] == "fp" for p in pairs)
+    assert all(p["chosen"] == _solution(p["id"]) for p in pairs)
+
+
+def test_leakage_guard_names_the_ids():
+    with pytest.raises(LeakageError, match=r"p1.*p3|p3.*p1") as exc:
+        build("ALL", eval_ids={"p3", "p1", "zz"})
+    assert "zz" not in str(exc.value)
+    with pytest.raises(LeakageError, match="p5"):
+        build("RAND_NS", eval_ids={"p5"})
+    with pytest.raises(LeakageError, match="p2"):
+        build("ALL_NS", eval_ids={"p2"})
+
+
+def test_max_pairs_dedupe_and_held_out_families():
+    calls: list = []
+    pairs, stats = build("ALL", teacher=oracle_teacher(calls), max_pairs=2)
+    assert len(pairs) == 2 and stats["teacher_prompts"] == 2  # the teacher only sees what is needed
+    again, _ = build("ALL", max_pairs=2)
+    assert [p["id"] for p in again] == [p["id"] for p in pairs]  # seeded selection
+    # a duplicated label yields one pair when dedupe is on
+    labels = make_labels() + [make_labels()[0]]
+    cfg = RecoveryConfig(subset="ALL", teacher_tries=1)
+    args = (labels, make_traces(), [], make_records(), oracle_teacher(), cfg, set())
+    pairs, stats = build_pairs("ALL", *args)
+    assert len(pairs) == 4 and stats["skipped"]["duplicate"] == 1
+    cfg.dedupe = False
+    assert len(build_pairs("ALL", *args)[0]) == 5
+    # a held-out family is never used, even when it holds failures
+    records = make_records({"p1": "control", "p4": "control"})
+    pairs, stats = build("EE", records=records, exclude_families=["control"])
+    assert pairs == [] and stats["skipped"]["excluded_family"] == 2
+    pairs, _ = build("RAND_NS", records=records, exclude_families=["control"])
+    assert not {"p1", "p4"} & {p["id"] for p in pairs}
+
+
+def test_configs_validate():
+    with pytest.raises(ConfigError) as exc:
+        from_dict(RecoveryConfig, {"subset": "XX", "teacher_tries": 0})
+    assert "subset" in str(exc.value) and "teacher_tries" in str(exc.value)
+    with pytest.raises(ConfigError, match="teacher_temperature"):
+        from_dict(RecoveryConfig, {"teacher_tries": 3, "teacher_temperature": 0.0})
+    with pytest.raises(ConfigError) as exc:
+        from_dict(RestoreConfig, {"objective": "ppo", "warmup_ratio": 1.5, "lora_r": 0})
+    msg = str(exc.value)
+    assert "objective" in msg and "warmup_ratio" in msg and "lora_r" in msg
+    assert from_dict(RestoreConfig, {"objective": "dpo_nll", "rpo_alpha": 0.5}).rpo_alpha == 0.5
+
+
+# --------------------------------------------------------------------------------------------------
+# training on a tiny quantized model
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quantized_dir(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from qmr.toy.tokenizer import build_tokenizer
+
+    root = tmp_path_factory.mktemp("restore-model")
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=128,  # W4A16's group size is 128
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    base = root / "base"
+    LlamaForCausalLM(config).save_pretrained(base)
+    tok.save_pretrained(base)
+    model = LlamaForCausalLM.from_pretrained(base)
+    oneshot(
+        model=model,
+        tokenizer=tok,
+        recipe=[QuantizationModifier(targets="Linear", scheme="W4A16", ignore=["lm_head"])],
+    )
+    out = root / "q"
+    model.save_pretrained(out, save_compressed=True)
+    tok.save_pretrained(out)
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["format"] == "pack-quantized"
+    return out
+
+
+def toy_pairs() -> list[dict]:
+    pairs = []
+    for i, (a, b) in enumerate([(3, 4), (5, 2), (6, 1), (2, 2)]):
+        prompt = build_prompt(f"Tom has {a} apples and buys {b} more. How many?")
+        pairs.append(
+            {
+                "id": f"t{i}",
+                "subset": "ALL",
+                "prompt": prompt,
+                "chosen": f"{a} + {b} = {a + b}\nThe answer is {a + b}.",
+                "rejected": f"{a} + {b} = {a + b + 1}\nThe answer is {a + b + 1}.",
+            }
+        )
+    return pairs
+
+
+FAST = {
+    "lora_r": 4,
+    "lora_alpha": 8,
+    "lora_dropout": 0.0,
+    "learning_rate": 1e-2,
+    "warmup_ratio": 0.0,
+    "batch_size": 4,
+}
+
+
+def _logits(model, tok, text: str):
+    import torch
+
+    ids = tok([text], return_tensors="pt")
+    with torch.no_grad():
+        return model(**ids).logits
+
+
+def test_dpo_lora_trains_saves_and_reloads(quantized_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from qmr.determinism import set_determinism
+    from qmr.restore.train import load_base, load_restored, train_adapter, train_restore
+
+    cfg = RestoreConfig(objective="dpo", max_steps=6, seed=3, **FAST)
+    out = tmp_path / "restored"
+    stats = train_restore(quantized_dir, toy_pairs(), cfg, out, threads=1)
+
+    assert stats["trained"] and stats["steps"] == 6 and stats["pairs"] == 4
+    record = json.loads((out / "restore.json").read_text())
+    assert (
+        record["base"] == str(quantized_dir)
+        and record["config"]["objective"] == "dpo"
+        and record["seconds"] > 0
+    )
+    rows = json.loads((out / "train_log.json").read_text())
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    assert set(rows[0]) == {
+        "step",
+        "loss",
+        "rewards/margins",
+        "rewards/chosen",
+        "rewards/rejected",
+        "learning_rate",
+    }
+    # step 1: adapter B = 0, policy == reference -> loss log 2, margin 0; then the DPO loss falls
+    assert rows[0]["loss"] == pytest.approx(0.6931, abs=1e-3)
+    assert rows[-1]["loss"] < rows[0]["loss"] - 0.05 and rows[-1]["rewards/margins"] > 0
+    # the adapter moved (LoRA B starts at zero)
+    weights = load_file(str(out / "adapter_model.safetensors"))
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)
+    assert (out / "tokenizer.json").exists()
+
+    # reload = base + adapter; same logits as the end of an identical (seeded) training run
+    text = toy_pairs()[0]["prompt"] + toy_pairs()[0]["chosen"]
+    set_determinism(cfg.seed, 1)
+    model, tok = load_base(quantized_dir)
+    trained, _, summary = train_adapter(model, tok, toy_pairs(), cfg)
+    assert summary["last_loss"] == pytest.approx(stats["last_loss"], abs=1e-6)  # deterministic
+    end_logits = _logits(trained, tok, text)
+    restored, rtok = load_restored(out)
+    assert torch.allclose(_logits(restored, rtok, text), end_logits, atol=1e-5)
+    base_model, _ = load_base(quantized_dir)
+    assert not torch.allclose(_logits(base_model, tok, text), end_logits, atol=1e-3)
+    # the frozen base kept the low-bit grid: at most 16 distinct values per 128-group row
+    w = base_model.model.layers[0].self_attn.q_proj.weight.detach()
+    assert len(torch.unique(w[0, :128])) <= 16
+
+
+@pytest.mark.parametrize("objective", ["dpo_nll", "sft"])
+def test_other_objectives_train(quantized_dir, tmp_path, objective):
+    from qmr.restore.train import train_restore
+
+    cfg = RestoreConfig(objective=objective, max_steps=4, seed=0, rpo_alpha=1.0, **FAST)
+    stats = train_restore(quantized_dir, toy_pairs(), cfg, tmp_path / objective, threads=1)
+    assert stats["trained"] and stats["steps"] == 4
+    assert stats["last_loss"] < stats["first_loss"]
+    rows = json.loads((tmp_path / objective / "train_log.json").read_text())
+    if objective == "sft":
+        assert rows[0]["rewards/margins"] is None
+    else:
+        assert rows[0]["loss"] > 0.6931 + 0.5  # DPO's log 2 plus the NLL on chosen
+
+
+def test_zero_pairs_writes_a_record_and_reloads_the_base(quantized_dir, tmp_path):
+    import torch
+
+    from qmr.restore.train import load_base, load_restored, train_restore
+
+    out = tmp_path / "empty"
+    stats = train_restore(quantized_dir, [], RestoreConfig(), out, threads=1)
+    assert stats["trained"] is False and "nothing was trained" in stats["message"]
+    assert json.loads((out / "restore.json").read_text())["trained"] is False
+    assert not (out / "adapter_config.json").exists()
+    model, tok = load_restored(out)
+    base, _ = load_base(quantized_dir)
+    assert torch.equal(_logits(model, tok, "Question: 1\n"), _logits(base, tok, "Question: 1\n"))
+
+
+def test_merge_then_requantize(quantized_dir, tmp_path):
+    import torch
+
+    from qmr.quant.load import load_model
+    from qmr.restore.train import load_restored, merge_adapter, merge_and_requantize, train_restore
+
+    pytest.importorskip("qmr.quant.run")
+    from qmr.quant.spec import QuantSpec
+
+    restored = tmp_path / "restored"
+    train_restore(quantized_dir, toy_pairs(), RestoreConfig(max_steps=2, **FAST), restored, threads=1)
+    text = toy_pairs()[1]["prompt"]
+    model, tok = load_restored(restored)
+    merged = merge_adapter(restored, tmp_path / "merged")
+    assert "quantization_config" not in json.loads((merged / "config.json").read_text())
+    plain, _ = load_model(merged)
+    assert torch.allclose(_logits(plain, tok, text), _logits(model, tok, text), atol=1e-4)
+
+    spec = QuantSpec(method="rtn", bits=4, group_size=128)
+    stats = merge_and_requantize(restored, tmp_path / "requant", spec, [text], max_length=32, seed=0)
+    qc = json.loads((tmp_path / "requant" / "config.json").read_text())["quantization_config"]
+    assert qc["quant_method"] == "compressed-tensors" and stats["requantized"] == str(tmp_path / "requant")
+    requant, _ = load_model(tmp_path / "requant")
+    assert _logits(requant, tok, text).shape == _logits(model, tok, text).shape
