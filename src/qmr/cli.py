@@ -258,6 +258,35 @@ def judge_bench_prm800k(out, source, alternatives):
     click.echo(f"{out}: {len(items)} items ({n_err} with an error, {len(items) - n_err} correct)")
 
 
+@main.command()
+@click.option("--tolerances", default=".ci/tolerances.yaml", show_default=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--rev", default="HEAD", show_default=True, help="git revision holding the reference metrics")
+def gate(tolerances, rev):
+    """CI metrics gate: `dvc metrics diff` against REV; exit 1 when a watched metric moves too far."""
+    import json
+    import subprocess
+
+    import yaml
+
+    from qmr.gate import check
+
+    proc = subprocess.run(["dvc", "metrics", "diff", rev, "--all", "--json"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        click.echo(f"qmr gate: dvc metrics diff failed: {proc.stderr.strip()}", err=True)
+        sys.exit(2)
+    diff = json.loads(proc.stdout or "{}")
+    violations, watched = check(diff, yaml.safe_load(open(tolerances)))
+    click.echo(f"{'metric':60s} {'committed':>10s} {'this run':>10s}")
+    for file, key, old, new in watched:
+        click.echo(f"{file + ':' + key:60s} {str(old):>10s} {str(new):>10s}")
+    if violations:
+        click.echo(f"\nqmr gate: {len(violations)} watched metric(s) moved beyond tolerance ({tolerances}):", err=True)
+        for v in violations:
+            click.echo(f"  - {v}", err=True)
+        sys.exit(1)
+    click.echo(f"qmr gate: {len(watched)} watched metrics within tolerance")
+
+
 @main.group()
 def params():
     """Inspect and validate params files."""

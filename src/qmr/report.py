@@ -38,14 +38,14 @@ def taxonomy_table(vote: dict) -> list[str]:
         if not variants:
             continue
         types = list(next(iter(variants.values()))["types"])
-        header = ["variant", "failures", "decided"] + types + ["first error step (mean)", "relative position (mean)"]
+        header = ["variant", "failures", "decided"] + types + ["first error step (mean)", "as fraction of trace (mean)"]
         rows = []
         for variant, m in variants.items():
             pos = m.get("first_error_step", {})
             rows.append(
                 [variant, m["cases"], m["decided"]]
                 + [f"{m['types'][t]['count']} ({_pct(m['types'][t]['share'])}%)" for t in types]
-                + [pos.get("mean"), pos.get("relative_mean")]
+                + [pos.get("mean"), pos.get("mean_fraction")]
             )
         out += [f"**{model}**", ""] + _table(header, rows) + [""]
     return out

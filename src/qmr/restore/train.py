@@ -160,6 +160,8 @@ def load_restored(restored_dir: str | Path, base: str | Path | None = None):
 
 
 def _trainer_args(cfg: RestoreConfig, output_dir: str) -> dict[str, Any]:
+    import torch
+
     return {
         "output_dir": output_dir,
         "per_device_train_batch_size": cfg.batch_size,
@@ -177,7 +179,7 @@ def _trainer_args(cfg: RestoreConfig, output_dir: str) -> dict[str, Any]:
         "save_strategy": "no",
         "eval_strategy": "no",
         "report_to": "none",
-        "use_cpu": True,
+        "use_cpu": not torch.cuda.is_available(),  # CUDA when present (accelerate launch for several GPUs)
         "bf16": False,
         "fp16": False,
         "gradient_checkpointing": False,

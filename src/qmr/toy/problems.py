@@ -167,7 +167,24 @@ def vocabulary_texts() -> list[str]:
     first = FAMILY_SPECS[FAMILIES[0]]["start"][0].format(name=NAMES[0], obj="apples", **nums)
     lines = [f"7 {op} 7 = 7" for op in OPS] + [ANSWER_SENTENCE.format(**nums)]
     texts.append(PLAIN_TEMPLATE.format(question=first) + "\n".join(lines))
+    for op in OPS:
+        d = drill(_step(7, op, 7))
+        texts += [PLAIN_TEMPLATE.format(question=d["question"]) + d["solution"], d["solution_freeform"]]
     return texts
+
+
+def drill(step: dict[str, Any]) -> dict[str, Any]:
+    """An arithmetic drill from one plan step: the bare expression as the question, the step line and
+    the answer sentence as the solution. Training mixes these in (`ToyModelConfig.drill_fraction`) so
+    the tiny model sees many more arithmetic examples per token; they are never evaluated on."""
+    line = step_line(step)
+    return {
+        "question": line.split(" = ")[0],
+        "answer": str(step["result"]),
+        "solution": f"{line}\n" + ANSWER_SENTENCE.format(answer=step["result"]),
+        "solution_freeform": render_freeform(line.split(" = ")[0], [step]),
+        "plan": [step],
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -330,6 +347,12 @@ def _rng(split: str, seed: int, families: list[str] | None) -> random.Random:
     return random.Random(f"qmr-toy:{split}:{seed}:{fam}")
 
 
+def problem_id(split: str, question: str) -> str:
+    """A stable id from the question text: the same problem has the same id in every benchmark
+    (e.g. `test` and a family-filtered `control` view of the test split)."""
+    return f"toy-{split}-{hashlib.sha256(question.encode('utf-8')).hexdigest()[:12]}"
+
+
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"split: got {split!r}; allowed: {', '.join(SPLITS)}")
@@ -346,7 +369,7 @@ def iter_problems(
         rec = make_problem(rng, cfg, families)
         if split_of(rec["question"], cfg) != split:
             continue
-        yield {"id": f"toy-{split}-{n:05d}", "split": split, **rec}
+        yield {"id": problem_id(split, rec["question"]), "split": split, **rec}
         n += 1
 
 
@@ -372,7 +395,7 @@ def generate_split(
         if q in seen or split_of(q, cfg) != split:
             continue
         seen.add(q)
-        out.append({"id": f"toy-{split}-{len(out):05d}", "split": split, **rec})
+        out.append({"id": problem_id(split, rec["question"]), "split": split, **rec})
     return out
 
 

@@ -48,6 +48,9 @@ class ToyModelConfig:
     grad_clip: float = field(1.0, help="gradient-norm clip (0 = off)")
     train_seconds: float = field(300.0, help="wall-clock budget in seconds (0 = none; max_steps then)")
     max_steps: int = field(0, help="optimizer steps (0 = run for train_seconds; >0 = schedule by steps, reproducible)")
+    drill_fraction: float = field(
+        0.0, help="share of training examples replaced by arithmetic drills built from real plan steps (never evaluated)"
+    )
     seed: int = field(0, help="seed of the weights, the data stream and the batch order")
 
     def check(self, key: str = "") -> list[Problem]:
@@ -62,6 +65,8 @@ class ToyModelConfig:
             out.append(Problem(f"{p}max_steps", self.max_steps, "> 0, or train_seconds > 0 (one budget is needed)"))
         if self.max_steps < 0:
             out.append(Problem(f"{p}max_steps", self.max_steps, "an integer >= 0"))
+        if not 0 <= self.drill_fraction < 1:
+            out.append(Problem(f"{p}drill_fraction", self.drill_fraction, "a number in [0, 1)"))
         if self.lr <= 0:
             out.append(Problem(f"{p}lr", self.lr, "a positive number"))
         if not 0 <= self.min_lr_ratio <= 1:
@@ -125,6 +130,12 @@ class _Batches:
 
     def _refill(self, n_batches: int = 8) -> None:
         recs = [next(self.stream) for _ in range(self.cfg.batch_size * n_batches)]
+        if self.cfg.drill_fraction > 0:
+            from qmr.toy.problems import drill
+
+            recs = [
+                drill(self.rng.choice(r["plan"])) if self.rng.random() < self.cfg.drill_fraction else r for r in recs
+            ]
         prompts = self.tok([build_prompt(r["question"], "plain") for r in recs])["input_ids"]
         targets = self.tok([r[self.field] for r in recs], add_special_tokens=False)["input_ids"]
         pairs = sorted(zip(prompts, targets, strict=True), key=lambda pt: len(pt[0]) + len(pt[1]))
