@@ -149,6 +149,20 @@ def test_tokenizer_is_deterministic_and_reloads(tmp_path, tokenizer) -> None:
     assert batch["input_ids"][1][0] == again.pad_token_id  # left padding for generation
 
 
+def test_drills_are_exact_and_tokenize(splits, tokenizer) -> None:
+    from qmr.toy.problems import drill, step_line
+
+    for rec in splits["train"][:50]:
+        for step in rec["plan"]:
+            d = drill(step)
+            assert d["question"] == step_line(step).split(" = ")[0]
+            assert d["solution"] == f"{step_line(step)}\nThe answer is {step['result']}."
+            assert d["answer"] == str(step["result"])
+            for text in (build_prompt(d["question"]) + d["solution"], d["solution_freeform"]):
+                ids = tokenizer(text)["input_ids"]
+                assert tokenizer.unk_token_id not in ids and tokenizer.decode(ids, skip_special_tokens=True) == text
+
+
 def test_model_config_is_validated() -> None:
     from qmr.toy.train import ToyModelConfig
 
@@ -170,6 +184,7 @@ def test_train_smoke_saves_a_loadable_model(tmp_path, architecture) -> None:
     cfg = ToyModelConfig(
         architecture=architecture, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
         batch_size=8, warmup_steps=2, max_steps=5, train_seconds=0, seed=1,
+        drill_fraction=0.5 if architecture == "qwen2" else 0.0,
     )  # fmt: skip
     stats = train_toy_model(cfg, tmp_path, threads=1)
     assert stats["steps"] == 5 and stats["n_params"] > 0 and stats["tokens"] > 0
