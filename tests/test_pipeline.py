@@ -17,7 +17,7 @@ def _small_params(params: dict) -> dict:
     params["benchmarks"]["train"]["size"] = 64
     params["benchmarks"]["mine"]["size"] = 60
     params["benchmarks"]["test"]["size"] = 60
-    params["base"]["toy"].update({"max_steps": 60, "train_seconds": 0, "hidden_size": 128, "intermediate_size": 256})
+    params["base"]["toy"].update({"max_steps": 300, "train_seconds": 0, "hidden_size": 128, "intermediate_size": 256})
     keep = {"fp", "gptq-w4a16", "rtn-w2g32"}
     params["quantize"]["variants"] = {k: v for k, v in params["quantize"]["variants"].items() if k in keep}
     params["quantize"]["calibration"]["samples"] = 16

@@ -33,6 +33,7 @@ def run(params) -> None:
     evals = [b for b in params.generate.benchmarks if params.benchmarks[b].role == "eval"]
     metrics: dict = {}
     rows = []
+    (paths.DATA / "traces_restored").mkdir(parents=True, exist_ok=True)  # a DVC output even if nothing trained
     for model in params.models:
         metrics[model] = {}
         for variant in params.recovery.variants:

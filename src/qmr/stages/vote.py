@@ -44,6 +44,7 @@ def run(params) -> None:
             labels = vote_all(judgments, params.vote, [c.id for c in cases], variant)
             grouped = group_judgments(judgments)
             root = paths.annotation_dir(model, variant)
+            root.mkdir(parents=True, exist_ok=True)  # a DVC output even when nothing escalates
             for lab in labels:
                 lab["benchmark"] = case_of[lab["id"]].benchmark
                 if lab["needs_human"] or lab["audit"]:
