@@ -81,6 +81,11 @@ def test_dvc_repro_small_pipeline(tmp_path):
     restore = json.loads((work / "metrics" / "restore.json").read_text())["toy"]["rtn-w2g32"]
     assert {"pairs", "trained", "test", "control"} <= set(restore)
     assert {"accuracy_fp", "accuracy_quantized", "accuracy_restored"} <= set(restore["test"])
+    # wall-clock numbers live in metrics/speed/ only, so the quality metrics of two runs can be compared byte for byte
+    assert json.loads((work / "metrics" / "speed" / "base" / "toy.json").read_text())["seconds"] > 0
+    assert "train_seconds" in json.loads((work / "metrics" / "speed" / "restore.json").read_text())["toy"]["rtn-w2g32"]
+    quality = [p for p in (work / "metrics").rglob("*.json") if "speed" not in p.parts]
+    assert not [p for p in quality if any(k in p.read_text() for k in ('"seconds"', '"tokens_per_s"', '"train_seconds"'))]
 
     second = _run(["dvc", "repro"], work)
     assert second.returncode == 0

@@ -192,6 +192,7 @@ def test_train_smoke_saves_a_loadable_model(tmp_path, architecture) -> None:
     assert (tmp_path / "model.safetensors").exists()
     log = json.loads((tmp_path / "train_log.json").read_text())
     assert log["steps"] == 5 and log["config"]["architecture"] == architecture
+    assert stats["seconds"] >= 0 and "seconds" not in log  # wall clock is returned, never saved with the model
 
     tok = AutoTokenizer.from_pretrained(tmp_path)
     model = AutoModelForCausalLM.from_pretrained(tmp_path)
@@ -211,3 +212,15 @@ def test_train_rejects_unknown_solution_field(tmp_path) -> None:
 
     with pytest.raises(ValueError, match="solution_field"):
         train_toy_model(ToyModelConfig(max_steps=1), tmp_path, threads=1, solution_field="answer")
+
+
+def test_training_is_deterministic(tmp_path):
+    """Same config and seed: byte-identical weights and train_log.json (so DVC hashes match across runs)."""
+    from qmr.toy.train import ToyModelConfig, train_toy_model
+
+    cfg = ToyModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, batch_size=8,
+                         warmup_steps=2, max_steps=6, train_seconds=0, seed=3, drill_fraction=0.5)  # fmt: skip
+    for run in ("a", "b"):
+        train_toy_model(cfg, tmp_path / run, threads=1)
+    for name in ("model.safetensors", "train_log.json", "config.json", "tokenizer.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name

@@ -68,6 +68,11 @@ def metrics(stage: str) -> Path:
     return METRICS / f"{stage}.json"
 
 
+def speed(stage: str, model: str | None = None) -> Path:
+    """Wall-clock numbers (seconds, tokens/s): noisy, so kept apart from the quality metrics."""
+    return METRICS / "speed" / (f"{stage}/{model}.json" if model else f"{stage}.json")
+
+
 def plots(stage: str) -> Path:
     return PLOTS / stage
 

@@ -24,7 +24,9 @@ def run(params, model: str) -> None:
         set_determinism(params.base.toy.seed, params.threads)
         # the same generator settings as `prepare`, so training and evaluation problems look alike
         stats = train_toy_model(params.base.toy, out, threads=params.threads, data=params.prepare.toy)
+        timing = {k: stats.pop(k) for k in ("seconds", "tokens_per_s")}
         write_json(paths.METRICS / "base" / f"{model}.json", {k: v for k, v in stats.items() if isinstance(v, (int, float, str))})
+        write_json(paths.speed("base", model), {"steps": stats["steps"], "threads": params.threads, **timing})
         log.info("trained toy model %s: %s", model, stats)
     elif spec.source == "hub":
         write_json(out / POINTER, {"path": spec.hub_id, "revision": spec.revision})

@@ -41,7 +41,7 @@ def run(params) -> None:
             speed[model][variant]["quantize_seconds"] = qstats.get("seconds", 0.0)
             log.info("%s/%s: %s", model, variant, {b: entry[b]["accuracy"] for b in params.generate.benchmarks})
     write_json(paths.metrics("evaluate"), metrics)
-    write_json(paths.metrics("speed"), speed)  # wall-clock numbers: noisy, kept apart from quality metrics
+    write_json(paths.speed("evaluate"), speed)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["model", "variant", "benchmark", "accuracy"], lineterminator="\n")
     writer.writeheader()

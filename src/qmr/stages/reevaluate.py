@@ -32,10 +32,12 @@ def run(params) -> None:
     ref = params.evaluate.reference
     evals = [b for b in params.generate.benchmarks if params.benchmarks[b].role == "eval"]
     metrics: dict = {}
+    speed: dict = {}
     rows = []
     (paths.DATA / "traces_restored").mkdir(parents=True, exist_ok=True)  # a DVC output even if nothing trained
     for model in params.models:
         metrics[model] = {}
+        speed[model] = {}
         for variant in params.recovery.variants:
             rdir = paths.restored_model(model, variant)
             info = read_json(rdir / "restore.json")
@@ -45,8 +47,8 @@ def run(params) -> None:
                 "objective": params.restore.objective,
                 "pairs": silver_stats.get("pairs", 0),
                 "trained": bool(info.get("trained")),
-                "train_seconds": info.get("seconds", 0.0),
             }
+            speed[model][variant] = {"train_seconds": info.get("seconds", 0.0)}
             if not info.get("trained"):
                 entry["message"] = info.get("message") or silver_stats.get("message", "nothing was trained")
             models_to_eval = {"restored": (str(paths.quantized_model(model, variant)), str(rdir) if info.get("trained") else None)}
@@ -73,6 +75,7 @@ def run(params) -> None:
             metrics[model][variant] = entry
             log.info("%s/%s: %s", model, variant, {b: entry[b] for b in evals})
     write_json(paths.metrics("restore"), metrics)
+    write_json(paths.speed("restore"), speed)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["model", "variant", "benchmark", "stage", "accuracy"], lineterminator="\n")
     writer.writeheader()
