@@ -23,3 +23,17 @@ def default_params() -> dict:
     import yaml
 
     return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run only where torch sees a CUDA device."""
+    if not any("gpu" in item.keywords for item in items):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (run on a GPU machine: pytest -m gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -376,9 +376,10 @@ FAST = {
 def _logits(model, tok, text: str):
     import torch
 
-    ids = tok([text], return_tensors="pt")
+    device = next(model.parameters()).device  # CUDA where present (load_base follows the trainer)
+    ids = {k: v.to(device) for k, v in tok([text], return_tensors="pt").items()}
     with torch.no_grad():
-        return model(**ids).logits
+        return model(**ids).logits.float().cpu()
 
 
 def test_dpo_lora_trains_saves_and_reloads(quantized_dir, tmp_path):

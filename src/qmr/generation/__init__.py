@@ -20,10 +20,13 @@ class MissingExtraError(RuntimeError):
 
 def get_backend(name: str, model_path: str, **kwargs) -> Backend:
     import importlib
+    import importlib.util
 
     if name not in BACKENDS:
         raise ValueError(f"generate.backend: got {name!r}; allowed: {', '.join(sorted(BACKENDS))}")
     module, cls, extra = BACKENDS[name]
+    if extra and importlib.util.find_spec(extra) is None:  # backends import their library lazily
+        raise MissingExtraError(f"generate.backend: {name!r} needs the optional extra: pip install 'qmr[{extra}]'")
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
@@ -35,4 +38,12 @@ def get_backend(name: str, model_path: str, **kwargs) -> Backend:
     return getattr(mod, cls)(model_path, **kwargs)
 
 
-__all__ = ["Backend", "Completion", "GenerateConfig", "get_backend", "MissingExtraError", "BACKENDS"]
+def backend_from_config(cfg: GenerateConfig, model_path: str, adapter: str | None = None) -> Backend:
+    """The backend `cfg` names, built with the options that backend takes."""
+    kwargs: dict = {"device": cfg.device, "batch_size": cfg.batch_size, "adapter": adapter}
+    if cfg.backend == "vllm":
+        kwargs["tensor_parallel_size"] = cfg.tensor_parallel_size
+    return get_backend(cfg.backend, model_path, **kwargs)
+
+
+__all__ = ["Backend", "Completion", "GenerateConfig", "get_backend", "backend_from_config", "MissingExtraError", "BACKENDS"]

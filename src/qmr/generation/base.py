@@ -31,6 +31,8 @@ class GenerateConfig:
             out.append(Problem(f"{key}.temperature", self.temperature, "a number >= 0"))
         if self.samples > 1 and self.temperature == 0:
             out.append(Problem(f"{key}.samples", self.samples, "1 when temperature is 0 (greedy samples are identical)"))
+        if self.backend == "vllm" and self.device == "cpu":
+            out.append(Problem(f"{key}.device", self.device, "'auto' or 'cuda' with backend vllm (vLLM needs a GPU; use backend transformers on CPU)"))
         if not 0 < self.top_p <= 1:
             out.append(Problem(f"{key}.top_p", self.top_p, "a number in (0, 1]"))
         return out

@@ -108,30 +108,20 @@ class RestoreConfig:
 # --------------------------------------------------------------------------------------------------
 
 
-def load_base(path: str | Path):
-    """The quantized checkpoint at ``path``, dequantized to float32 on CPU: ``(model, tokenizer)``.
+def load_base(path: str | Path, device: str | None = None):
+    """The quantized checkpoint at ``path``, dequantized to float32: ``(model, tokenizer)``.
 
-    Uses `qmr.quant.load.load_model` when available, else transformers directly
-    (``CompressedTensorsConfig(dequantize=True)`` for a compressed-tensors checkpoint).
+    ``device=None`` puts it on CUDA when present, else CPU. Loading straight onto the training device
+    matters: a compressed-tensors model loaded on CPU carries offload hooks that keep its frozen
+    layers on CPU after the trainer moves it, while the new LoRA weights go to the GPU.
     """
     import torch
 
-    try:
-        from qmr.quant.load import load_model
-    except ImportError:
-        load_model = None
-    if load_model is not None:
-        model, tok = load_model(str(path), device="cpu", dequantize=True, dtype=torch.float32)
-    else:
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from qmr.quant.load import load_model
 
-        kw: dict[str, Any] = {"dtype": torch.float32}
-        if getattr(AutoConfig.from_pretrained(path), "quantization_config", None) is not None:
-            from transformers import CompressedTensorsConfig
-
-            kw["quantization_config"] = CompressedTensorsConfig(dequantize=True)
-        model = AutoModelForCausalLM.from_pretrained(path, **kw)
-        tok = AutoTokenizer.from_pretrained(path)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tok = load_model(str(path), device=device, dequantize=True, dtype=torch.float32)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok

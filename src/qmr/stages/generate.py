@@ -42,13 +42,13 @@ def make_traces(records, completions, *, variant: str, benchmark: str, kind: str
 def generate_traces(params, model: str, model_path: str, variant: str, benchmark: str, adapter: str | None = None) -> list[dict]:
     """Generate and grade traces of `benchmark` with the checkpoint at `model_path` (+ optional LoRA adapter)."""
     from qmr.determinism import set_determinism
-    from qmr.generation import get_backend
+    from qmr.generation import backend_from_config
 
     cfg = params.generate
     spec = params.benchmarks[benchmark]
     set_determinism(params.seed, params.threads)
     records = read_jsonl(paths.benchmark(benchmark))
-    backend = get_backend(cfg.backend, model_path, device=cfg.device, batch_size=cfg.batch_size, adapter=adapter)
+    backend = backend_from_config(cfg, model_path, adapter=adapter)
     style = params.models[model].prompt_style
     prompts = [build_prompt(r["question"], style, getattr(backend, "tokenizer", None)) for r in records]
     completions = backend.generate(

@@ -26,11 +26,11 @@ def eval_ids(params) -> set[str]:
 def _teacher(params, model: str):
     cfg = params.recovery
     if cfg.teacher == "fp":
-        from qmr.generation import get_backend
+        from qmr.generation import backend_from_config
         from qmr.restore.silver import teacher_from_backend
 
         g = params.generate
-        backend = get_backend(g.backend, str(paths.quantized_model(model, params.evaluate.reference)), device=g.device, batch_size=g.batch_size)
+        backend = backend_from_config(g, str(paths.quantized_model(model, params.evaluate.reference)))
         return teacher_from_backend(backend, temperature=cfg.teacher_temperature, max_new_tokens=g.max_new_tokens, seed=cfg.seed)
     from qmr.restore.llm_teacher import llm_teacher
 
