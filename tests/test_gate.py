@@ -30,3 +30,43 @@ def test_disappearing_metric_fails():
     diff = {"metrics/evaluate.json": {"toy.fp.test.accuracy": {"old": 0.9, "new": None}}}
     violations, _ = check(diff, TOL)
     assert violations and "disappeared" in violations[0].limit
+
+
+def test_gate_command_on_a_real_dvc_repo(tmp_path):
+    """`qmr gate` runs `dvc metrics diff` in a git + DVC repo: passes unchanged, fails a worsened metric."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    if shutil.which("git") is None:
+        import pytest
+
+        pytest.skip("git not installed")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+
+    def sh(*cmd):
+        return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    assert sh("git", "init", "-q").returncode == 0
+    assert sh(sys.executable, "-m", "dvc", "init", "-q").returncode == 0
+    (tmp_path / "metrics").mkdir()
+    metrics = tmp_path / "metrics" / "evaluate.json"
+    metrics.write_text(json.dumps({"toy": {"fp": {"test": {"accuracy": 0.97, "degradation_pct": 0.0}}}}))
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"metrics": ["metrics/evaluate.json"]}))
+    (tmp_path / "tol.yaml").write_text(yaml.safe_dump(TOL))
+    assert sh("git", "add", "-A").returncode == 0 and sh("git", "commit", "-qm", "m").returncode == 0
+
+    gate = [sys.executable, "-m", "qmr", "gate", "--tolerances", "tol.yaml"]
+    ok = sh(*gate)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "toy.fp.test.accuracy" in ok.stdout and "within tolerance" in ok.stdout
+
+    metrics.write_text(json.dumps({"toy": {"fp": {"test": {"accuracy": 0.90, "degradation_pct": 0.0}}}}))
+    bad = sh(*gate)
+    assert bad.returncode == 1
+    assert "toy.fp.test.accuracy moved 0.97 -> 0.9 (drop 0.07 > max_drop 0.02)" in bad.stderr

@@ -135,14 +135,17 @@ def load_benchmark(spec, name: str) -> list[dict]:
     if not rows:
         raise DataFileError(f"{where}: no records")
     fmt = spec.format if spec.format != "auto" else _guess_format(rows[0])
-    records, seen = [], set()
+    records, seen = [], {}
     for i, row in enumerate(rows):
         try:
             rec = normalize(row, fmt, name, i)
         except DataFileError as exc:
             raise DataFileError(f"{where}: {exc}") from None
-        if rec["id"] in seen:
-            continue
-        seen.add(rec["id"])
+        # A benchmark may repeat a question (MMLU STEM does, across subjects): every row is kept, as
+        # published, and a repeat gets a numbered id so ids stay unique.
+        n = seen.get(rec["id"], 0) + 1
+        seen[rec["id"]] = n
+        if n > 1:
+            rec["id"] = f"{rec['id']}-{n}"
         records.append(rec)
     return records[: spec.size] if spec.size else records

@@ -287,6 +287,44 @@ def gate(tolerances, rev):
     click.echo(f"qmr gate: {len(watched)} watched metrics within tolerance")
 
 
+@main.command()
+@click.option("--model", default=None, help="model key (default: the first in params)")
+@click.option("--variant", default=None, help="restored variant (default: the first of recovery.variants)")
+@click.option("--rev", "revs", multiple=True, help="baseline git revision(s) whose experiments to read (default: HEAD)")
+@click.option("--num", default=1, show_default=True, help="also read experiments of this many first-parent commits back (-1: all)")
+@click.option("--out", "out_stem", default="metrics/ablation", show_default=True, help="writes OUT.json and OUT.md")
+@click.pass_context
+def ablation(ctx, model, variant, revs, num, out_stem):
+    """Ablation tables from DVC experiments: recovery per subset / objective / merge, mean ± std over seeds.
+
+    \b
+    Run experiments first, e.g.:
+      for s in ALL CE ME EE RAND_NS ALL_NS; do dvc exp run --queue -S recovery.subset=$s; done
+      dvc queue start -j 1
+    then `qmr ablation` and `dvc repro report` to put the tables into metrics/report.md.
+    """
+    from pathlib import Path
+
+    from qmr.ablation import collect, experiment_records, render, summarize
+    from qmr.io import write_json, write_text
+    from qmr.logs import setup_logging
+    from qmr.params import load_params
+
+    setup_logging(ctx.obj.get("verbose", False))
+    params = load_params(ctx.obj["params"])
+    model = model or next(iter(params.models))
+    variant = variant or params.recovery.variants[0]
+    records = experiment_records(collect(revs=list(revs) or None, num=num), model, variant)
+    if not records:
+        click.echo("qmr ablation: no finished experiments with metrics/restore.json found; run `dvc exp run` first", err=True)
+        sys.exit(2)
+    summary = summarize(records)
+    write_json(Path(out_stem + ".json"), {"model": model, "variant": variant, "experiments": records, "summary": summary})
+    text = "\n".join(render(model, variant, records, summary)) + "\n"
+    write_text(Path(out_stem + ".md"), text)
+    click.echo(text)
+
+
 @main.group()
 def params():
     """Inspect and validate params files."""
@@ -305,6 +343,45 @@ def params_check(path):
         click.echo(str(exc), err=True)
         sys.exit(2)
     click.echo(f"{path}: ok")
+
+
+@params.command("preset")
+@click.argument("name")
+@click.option("-o", "--out", default="-", show_default=True, help="write the composed params here (- = stdout)")
+@click.option("--presets", "root", default="presets", show_default=True, type=click.Path(file_okay=False), help="presets folder")
+def params_preset(name, out, root):
+    """Compose the real-model preset NAME (presets/models/NAME.yaml), validate it, write it.
+
+    \b
+    Example, on a GPU machine with hub access:
+      qmr params preset qwen2.5-1.5b-instruct -o params.yaml && dvc repro
+    """
+    import tempfile
+    from pathlib import Path
+
+    from qmr.config import ConfigError
+    from qmr.io import write_text
+    from qmr.params import load_params
+    from qmr.presets import compose, dump
+
+    try:
+        text = dump(compose(name, Path(root)), name)
+    except ValueError as exc:
+        click.echo(f"qmr params preset: error: {exc}", err=True)
+        sys.exit(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        check = Path(tmp) / f"{name}.yaml"
+        check.write_text(text, encoding="utf-8")
+        try:
+            load_params(check)
+        except ConfigError as exc:
+            click.echo(str(exc).replace(str(check), f"preset {name}"), err=True)
+            sys.exit(2)
+    if out == "-":
+        click.echo(text, nl=False)
+    else:
+        write_text(Path(out), text)
+        click.echo(f"{out}: preset {name} (validated)", err=True)
 
 
 @params.command("show")

@@ -22,7 +22,9 @@ def run(params) -> None:
             log_path = paths.restored_model(model, variant) / "train_log.json"
             if log_path.exists():
                 logs[f"{model}/{variant}"] = read_json(log_path)
-    text = render_report(evaluate, vote, restore, list(params.generate.benchmarks))
+    ablation_md = paths.METRICS / "ablation.md"  # written by `qmr ablation` from DVC experiments
+    ablation = ablation_md.read_text(encoding="utf-8").splitlines() if ablation_md.exists() else None
+    text = render_report(evaluate, vote, restore, list(params.generate.benchmarks), ablation=ablation)
     write_text(paths.METRICS / "report.md", text)
     figures = save_figures(evaluate, vote, logs, paths.plots("report"))
     log.info("wrote metrics/report.md and %d figures", len(figures))

@@ -1,0 +1,93 @@
+"""Real benchmark loaders on the shared copies in ../shared/data (skipped cleanly where absent).
+
+`qmr prepare` on params pointing at the real files: record counts, answer fields, and a MATH mining
+pool with nothing in common with MATH-500. Nothing from ../shared is copied into the repository.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from qmr.cli import main
+
+
+def _benchmarks(data) -> dict:
+    return {
+        "gsm8k_train": {"source": "local", "path": str(data / "gsm8k/train.jsonl"), "role": "train", "size": 64},
+        "gsm8k": {"source": "local", "path": str(data / "gsm8k/test.jsonl"), "role": "eval"},
+        "math500": {"source": "local", "path": str(data / "math/math500_test.jsonl"), "role": "eval"},
+        "aime": {"source": "local", "path": str(data / "aime/aime_2022_2025.jsonl"), "role": "eval", "kind": "integer"},
+        "math_train": {"source": "local", "path": str(data / "math/prm800k_math_train_reconstructed.jsonl"), "role": "mine"},
+        "mmlu_stem": {"source": "local", "path": str(data / "mmlu/mmlu_stem_test.qwen25math.jsonl"), "role": "eval", "kind": "choice"},
+        "mmlu_algebra": {"source": "local", "path": str(data / "mmlu/test/abstract_algebra_test.csv"), "role": "eval", "kind": "choice"},
+        "amc23": {"source": "local", "path": str(data / "qwen25_math_eval/amc23_test.jsonl"), "role": "eval", "format": "aime", "kind": "integer"},
+        "minerva": {"source": "local", "path": str(data / "qwen25_math_eval/minerva_math_test.jsonl"), "role": "eval", "format": "math"},
+    }
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not (data / "gsm8k" / "test.jsonl").is_file():
+        pytest.skip(f"shared benchmark data not found at {data}")
+    repo = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = copy.deepcopy(params)
+    params["benchmarks"] = _benchmarks(data)
+    params["quantize"]["calibration"]["benchmark"] = "gsm8k_train"
+    params["generate"]["benchmarks"] = ["gsm8k", "math500", "math_train"]
+    params["models"]["toy"]["prompt_style"] = "plain"
+    work = tmp_path_factory.mktemp("prepare")
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        result = CliRunner().invoke(main, ["--params", "params.yaml", "prepare"])
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 0, result.output
+    records = {p.stem: [json.loads(line) for line in p.read_text().splitlines()] for p in (work / "data" / "benchmarks").glob("*.jsonl")}
+    return records, json.loads((work / "metrics" / "prepare.json").read_text())
+
+
+def test_counts(prepared):
+    records, summary = prepared
+    assert len(records["gsm8k"]) == 1319
+    assert len(records["math500"]) == 500
+    assert len(records["aime"]) == 119  # AIME 2022-2025 I and II: 4 years x 2 contests x 15, one duplicate dropped upstream
+    assert len(records["gsm8k_train"]) == 64
+    assert len(records["amc23"]) == 40 and len(records["minerva"]) == 272
+    assert len(records["mmlu_stem"]) == 3018
+    assert summary["math_train"]["records"] == len(records["math_train"])
+
+
+def test_math_mining_pool_is_disjoint_from_math500(prepared):
+    records, summary = prepared
+    math500_ids = {r["id"] for r in records["math500"]}
+    pool_ids = {r["id"] for r in records["math_train"]}
+    assert math500_ids and not (math500_ids & pool_ids)
+    texts = {" ".join(r["question"].lower().split()) for r in records["math500"]}
+    assert not any(" ".join(r["question"].lower().split()) in texts for r in records["math_train"])
+    # the 12k split does not contain MATH-500 by construction; what dedupe removed is reported either way
+    assert len(records["math_train"]) + summary["math_train"]["removed_overlap"] == 12000
+
+
+def test_answer_fields(prepared):
+    records, _ = prepared
+    assert all(r["answer"].lstrip("-").replace(".", "").isdigit() for r in records["gsm8k"])
+    assert all(r["id"].startswith("test/") for r in records["math500"])  # MATH unique_id kept as the id
+    assert all(r["answer"].isdigit() and str(int(r["answer"])) == r["answer"] for r in records["aime"])
+    assert {r["answer"] for r in records["mmlu_stem"]} <= set("ABCD")
+    assert {r["answer"] for r in records["mmlu_algebra"]} <= set("ABCD") and len(records["mmlu_algebra"]) == 100
+    assert all("\nA. " in r["question"] and "\nD. " in r["question"] for r in records["mmlu_stem"])
+    assert all(r["answer"] for r in records["minerva"])  # from the last \boxed{} of each solution
+    assert len({r["id"] for recs in records.values() for r in recs}) == sum(len(v) for v in records.values())
