@@ -576,3 +576,21 @@ def test_end_to_end_five_llm_judges(tmp_path, monkeypatch):
         again = run_judges(cases, {name: build_judge(name, s) for name, s in specs.items()}, cache)
         assert srv.requests == first_requests and again.calls_made == 0
         assert again.judgments == run.judgments
+
+
+def test_confusion_rows_against_ground_truth():
+    from qmr.locate.metrics import confusion_rows
+
+    labels = [
+        {"id": "a", "rule": "unanimous", "primary_error_type": "computational_error"},
+        {"id": "b", "rule": "escalated", "primary_error_type": "computational_error"},
+        {"id": "c", "rule": "threshold", "primary_error_type": "logical_reasoning_error"},
+        {"id": "d", "rule": "unanimous", "primary_error_type": "computational_error"},  # no ground truth
+    ]
+    truth = {"a": (2, "computational_error"), "b": (1, "computational_error"), "c": (3, None)}
+    rows = confusion_rows(labels, truth, "v")
+    assert [(r["id"], r["actual"], r["predicted"]) for r in rows] == [
+        ("a", "computational_error", "computational_error"),
+        ("b", "computational_error", "undecided"),
+        ("c", "no_error", "logical_reasoning_error"),
+    ]

@@ -420,3 +420,17 @@ def test_cpu_patch_is_scoped(quantized):
     before = IntermediatesCache.pin_memory
     quantized(WEIGHT_ONLY[5])  # awq ran (or was cached) with the patch
     assert IntermediatesCache.pin_memory is before
+
+
+@pytest.mark.parametrize("spec", WEIGHT_ONLY[:2], ids=variant_slug)
+def test_storage_formula_matches_the_checkpoint(spec, fp_dir, quantized):
+    """`qmr bench`'s size arithmetic for paper-sized models equals what quantize measured here."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from qmr.bench import quantized_linear_bytes
+
+    _, stats = quantized(spec)
+    model = AutoModelForCausalLM.from_pretrained(fp_dir)
+    shapes = [tuple(m.weight.shape) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")]
+    assert quantized_linear_bytes(shapes, spec.bits, spec.group_size, spec.symmetric) == stats["quantized_linear_bytes"]

@@ -35,6 +35,11 @@ def _number(value) -> float | None:
         return None
 
 
+def _whole(value):
+    """DVC returns every number as float: give seeds back as integers."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def experiment_records(rows: Iterable[dict], model: str, variant: str, benchmarks: Iterable[str] = ("test", "control")) -> list[dict]:
     """One record per finished experiment (and the baseline commit) from ``dvc.api.exp_show`` rows."""
     out = []
@@ -52,7 +57,7 @@ def experiment_records(rows: Iterable[dict], model: str, variant: str, benchmark
             "experiment": row.get("Experiment") or rev,
             "rev": rev,
             "baseline": row.get("typ") == "baseline",
-            "seed": _get(row, SEED_KEY),
+            "seed": _whole(_get(row, SEED_KEY)),
             "pairs": int(pairs),
             "trained": _get(row, f"{prefix}.trained", METRICS_FILE),
         }

@@ -6,13 +6,15 @@ then runs ``qmr.stages.<stage>.run``. Imports are lazy so ``qmr --help`` is inst
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 import click
 
 USER_ERRORS = (
     "ConfigError", "DataFileError", "MissingExtraError", "UserError", "LeakageError", "HumanVerdictError",
-    "JudgeConfigError", "EndpointDeadError",
+    "JudgeConfigError", "EndpointDeadError", "CheckpointError",
 )
 
 
@@ -24,6 +26,7 @@ def _run_stage(ctx: click.Context, stage: str, **kwargs) -> None:
 
     setup_logging(ctx.obj.get("verbose", False))
     log = logging.getLogger("qmr")
+    started = time.perf_counter()
     try:
         from qmr.params import load_params
 
@@ -36,6 +39,23 @@ def _run_stage(ctx: click.Context, stage: str, **kwargs) -> None:
             sys.exit(2)
         log.exception("qmr %s failed", stage)
         sys.exit(1)
+    finally:
+        _log_stage(stage, kwargs, time.perf_counter() - started)
+
+
+def _log_stage(stage: str, options: dict, seconds: float) -> None:
+    """With QMR_STAGE_LOG=FILE set, append this stage's wall time and peak memory to FILE (for `qmr bench`)."""
+    import json
+    import os
+    import resource
+
+    target = os.environ.get("QMR_STAGE_LOG")
+    if not target:
+        return
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    row = {"stage": stage, **options, "seconds": round(seconds, 2), "peak_rss_mb": round(peak_kb / 1024, 1)}
+    with open(target, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -321,6 +341,55 @@ def ablation(ctx, model, variant, revs, num, out_stem):
     summary = summarize(records)
     write_json(Path(out_stem + ".json"), {"model": model, "variant": variant, "experiments": records, "summary": summary})
     text = "\n".join(render(model, variant, records, summary)) + "\n"
+    write_text(Path(out_stem + ".md"), text)
+    click.echo(text)
+
+
+@main.command()
+@click.option("--stage-log", type=click.Path(exists=True, dir_okay=False), help="a QMR_STAGE_LOG file from a `dvc repro` to break down per stage")
+@click.option("--prompts", default=200, show_default=True, help="test prompts for the generation comparison")
+@click.option("--cases", default=40, show_default=True, help="failure cases for the judging comparison")
+@click.option("--out", "out_stem", default="bench/results", show_default=True, help="writes OUT.json and OUT.md")
+@click.pass_context
+def bench(ctx, stage_log, prompts, cases, out_stem):
+    """Measure costs side by side on this machine: generation batching, judge concurrency and cache,
+    quantized storage (toy and paper-sized models), and per-stage time and memory of a pipeline run.
+
+    \b
+    Needs the default pipeline's outputs (run `dvc repro` first). For the per-stage table:
+      QMR_STAGE_LOG=$PWD/bench/stages.jsonl dvc repro -f && qmr bench --stage-log bench/stages.jsonl
+    """
+    import platform
+    import tempfile
+    from pathlib import Path
+
+    from qmr import bench as b
+    from qmr import paths
+    from qmr.determinism import set_determinism
+    from qmr.io import read_jsonl, write_json, write_text
+    from qmr.locate.cases import case_from_dict
+    from qmr.logs import setup_logging
+    from qmr.params import load_params
+    from qmr.prompts import build_prompt
+
+    setup_logging(ctx.obj.get("verbose", False))
+    params = load_params(ctx.obj["params"])
+    model = next(iter(params.models))
+    set_determinism(params.seed, params.threads)
+    results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {params.threads}, python {platform.python_version()}"}
+    records = read_jsonl(paths.benchmark("test"))[:prompts]
+    results["generation"] = b.generation_speed(str(paths.quantized_model(model, params.evaluate.reference)),
+                                               [build_prompt(r["question"]) for r in records], params.generate.max_new_tokens)  # fmt: skip
+    variant = params.recovery.variants[0]
+    judge_cases = [case_from_dict(c) for c in read_jsonl(paths.cases(model, variant))[:cases]]
+    with tempfile.TemporaryDirectory() as tmp:
+        results["judge"] = b.judge_speed(judge_cases, Path(tmp))
+    results["storage"] = b.storage_table()
+    results["toy_storage"] = b.toy_storage()
+    if stage_log:
+        results["pipeline"] = b.stage_breakdown(Path(stage_log))
+    write_json(Path(out_stem + ".json"), results)
+    text = b.render(results)
     write_text(Path(out_stem + ".md"), text)
     click.echo(text)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from qmr.generation.base import Completion
 
@@ -11,6 +12,8 @@ log = logging.getLogger(__name__)
 
 
 class TransformersBackend:
+    supports_resume = True  # generate(done=..., on_batch=...): batches are fixed by the prompt list alone
+
     def __init__(self, model_path: str, *, device: str = "auto", batch_size: int = 256, adapter: str | None = None):
         import torch
 
@@ -41,7 +44,16 @@ class TransformersBackend:
         max_new_tokens: int = 96,
         seed: int = 0,
         progress: bool = True,
+        done: dict[int, list[list[Completion]]] | None = None,
+        on_batch: Callable[[int, list[list[Completion]]], None] | None = None,
     ) -> list[list[Completion]]:
+        """n completions per prompt, in prompt order.
+
+        Batches are cut from the prompts sorted longest first, so batch ``start`` always holds the same
+        prompts: ``done`` maps a batch's start to its completions from an earlier, interrupted run
+        (that batch is not generated again) and ``on_batch(start, completions)`` hears of each batch
+        as it finishes — together they make a killed run resumable with identical results.
+        """
         import torch
         from tqdm.auto import tqdm
 
@@ -55,6 +67,11 @@ class TransformersBackend:
         bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
+            if done and start in done:
+                for i, comps in zip(idx, done[start], strict=True):
+                    results[i] = list(comps)
+                bar.update(len(idx))
+                continue
             batch = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=True)
             batch = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
             torch.manual_seed(seed + start)
@@ -86,6 +103,8 @@ class TransformersBackend:
                 i = idx[j // n]
                 text = tok.decode(row[: lengths[j]], skip_special_tokens=True)
                 results[i].append(Completion(text=text.strip(), tokens=lengths[j], seconds=seconds * lengths[j] / total))
+            if on_batch is not None:
+                on_batch(start, [results[i] for i in idx])
             bar.update(len(idx))
         bar.close()
         return results

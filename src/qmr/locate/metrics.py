@@ -248,3 +248,16 @@ def first_error_step_rows(labels: list[dict[str, Any]], variant: str | None = No
     counts = Counter(lab["error_step"] for lab in decided_errors(labels) if lab.get("error_step") is not None)
     pre = {"variant": variant} if variant is not None else {}
     return [{**pre, "step": s, "count": counts[s]} for s in sorted(counts)]
+
+
+def confusion_rows(labels: list[dict[str, Any]], ground_truth: GroundTruth, variant: str) -> list[dict[str, Any]]:
+    """One row per case with ground truth: the true first-error type vs the label's (plot data for a
+    confusion matrix; ``undecided`` where the vote reached no label)."""
+    rows = []
+    for lab in labels:
+        if lab["id"] not in ground_truth:
+            continue
+        _, true_type = ground_truth[lab["id"]]
+        predicted = lab.get("primary_error_type") if lab["rule"] in DECIDED_RULES else "undecided"
+        rows.append({"variant": variant, "id": lab["id"], "actual": true_type or NO_ERROR, "predicted": predicted or NO_ERROR})
+    return rows

@@ -34,9 +34,41 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from qmr.io import DataFileError
+
 log = logging.getLogger(__name__)
 
 POINTER_FILE = "qmr_model.json"
+
+
+class CheckpointError(DataFileError):
+    """A model path that is neither a usable checkpoint directory nor a hub id."""
+
+
+def _looks_like_hub_id(path: str) -> bool:
+    parts = path.split("/")
+    return len(parts) == 2 and all(parts) and not path.startswith((".", "~"))
+
+
+def check_checkpoint(path: str) -> None:
+    """Fail early, naming the path, when ``path`` cannot be a checkpoint: a missing directory that is
+    not a hub id (``org/name``), a directory without ``config.json``, or a ``config.json`` that is not
+    JSON. Hub ids are left to transformers (and its offline mode)."""
+    where = Path(path)
+    if not where.exists():
+        if _looks_like_hub_id(path):
+            return
+        raise CheckpointError(
+            f"{path}: checkpoint not found; allowed: a model directory with config.json (run the stage that "
+            "writes it, e.g. `dvc repro quantize`) or a hub id 'org/name'"
+        )
+    config = where / "config.json"
+    if not where.is_dir() or not config.is_file():
+        raise CheckpointError(f"{path}: not a checkpoint; allowed: a directory holding config.json and the weights")
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{config}: corrupt checkpoint config (not valid JSON: {exc}); re-create it (`dvc repro -f` the stage that wrote it)") from None
 _MAX_POINTER_HOPS = 8
 
 
@@ -110,6 +142,7 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     resolved, rev = resolve_model_path(path, revision)
+    check_checkpoint(resolved)
     qc = read_quantization_config(resolved, rev)
     kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype, device), "revision": rev}
     if qc is not None and qc.get("quant_method") == "compressed-tensors":

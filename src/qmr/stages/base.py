@@ -27,7 +27,7 @@ def run(params, model: str) -> None:
         timing = {k: stats.pop(k) for k in ("seconds", "tokens_per_s")}
         write_json(paths.METRICS / "base" / f"{model}.json", {k: v for k, v in stats.items() if isinstance(v, (int, float, str))})
         write_json(paths.speed("base", model), {"steps": stats["steps"], "threads": params.threads, **timing})
-        log.info("trained toy model %s: %s", model, stats)
+        log.info("trained toy model %s: %d steps, final loss %s, %d parameters", model, stats["steps"], stats["final_loss"], stats["n_params"])
     elif spec.source == "hub":
         write_json(out / POINTER, {"path": spec.hub_id, "revision": spec.revision})
     else:

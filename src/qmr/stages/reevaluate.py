@@ -8,7 +8,7 @@ import logging
 
 from qmr import paths
 from qmr.evaluation import majority_correct
-from qmr.io import read_json, read_jsonl, write_json, write_jsonl, write_text
+from qmr.io import read_json, read_jsonl, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def run(params) -> None:
                     if label == "restored" and adapter is None:
                         acc_r = acc_q  # nothing trained: the restored model is the quantized one
                     else:
-                        traces = generate_traces(params, model, path, f"{variant}+{label}", bench, adapter=adapter)
-                        write_jsonl(paths.restored_traces(model, variant, bench).with_suffix(f".{label}.jsonl"), traces)
+                        out = paths.restored_traces(model, variant, bench).with_suffix(f".{label}.jsonl")
+                        traces = generate_traces(params, model, path, f"{variant}+{label}", bench, adapter=adapter, write_to=out)
                         acc_r = _accuracy(traces, kind)
                     m[f"accuracy_{label}"] = acc_r
                     m[f"recovery_ratio{'' if label == 'restored' else '_' + label}"] = recovery_ratio(acc_fp, acc_q, acc_r)

@@ -27,4 +27,7 @@ def run(params) -> None:
     text = render_report(evaluate, vote, restore, list(params.generate.benchmarks), ablation=ablation)
     write_text(paths.METRICS / "report.md", text)
     figures = save_figures(evaluate, vote, logs, paths.plots("report"))
+    curves = [{"run": run, "step": r["step"], "loss": r["loss"], "margin": r.get("rewards/margins")} for run, rows in logs.items() for r in rows]
+    write_text(paths.plots("report") / "train_curves.csv", "run,step,loss,margin\n" + "".join(
+        f"{c['run']},{c['step']},{c['loss']},{'' if c['margin'] is None else c['margin']}\n" for c in curves))
     log.info("wrote metrics/report.md and %d figures", len(figures))

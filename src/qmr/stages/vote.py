@@ -29,12 +29,12 @@ def _csv(rows: list[dict]) -> str:
 def run(params) -> None:
     from qmr.locate.annotation import apply_human_verdicts, packet_dir, write_packet
     from qmr.locate.cases import case_from_dict
-    from qmr.locate.metrics import error_type_rows, first_error_rows, vote_metrics
+    from qmr.locate.metrics import confusion_rows, error_type_rows, first_error_rows, vote_metrics
     from qmr.locate.offline import ground_truth_for
     from qmr.locate.vote import group_judgments, vote_all
 
     metrics: dict = {}
-    type_rows, position_rows = [], []
+    type_rows, position_rows, confusion = [], [], []
     for model in params.models:
         metrics[model] = {}
         for variant in params.judge.variants:
@@ -51,7 +51,9 @@ def run(params) -> None:
                     write_packet(packet_dir(root, lab["id"]), case_of[lab["id"]], list(grouped.get(lab["id"], {}).values()), lab)
             labels = apply_human_verdicts(labels, root, cases)
             write_jsonl(paths.labels(model, variant), labels)
-            m = vote_metrics(labels, judgments, cases, ground_truth_for(cases) or None)
+            truth = ground_truth_for(cases)
+            m = vote_metrics(labels, judgments, cases, truth or None)
+            confusion += confusion_rows(labels, truth, variant)
             stats = read_json(paths.judgments(model, variant).with_suffix(".stats.json"))
             m["calls"] = {"made": stats["calls_made"], "saved": stats["calls_saved"]}
             metrics[model][variant] = m
@@ -61,3 +63,5 @@ def run(params) -> None:
     write_json(paths.metrics("vote"), metrics)
     write_text(paths.plots("vote") / "error_types.csv", _csv(type_rows))
     write_text(paths.plots("vote") / "first_error_position.csv", _csv(position_rows))
+    # judge ensemble vs the toy's exact ground truth (empty for real benchmarks, which have none)
+    write_text(paths.plots("vote") / "confusion.csv", _csv(confusion) or "variant,id,actual,predicted\n")

@@ -1,0 +1,66 @@
+"""API keys never reach disk: plant a recognizable key, run `judge` and `vote` against the loopback
+OpenAI-compatible server, scan every file the run wrote (and its log output) for the key."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import yaml
+from click.testing import CliRunner
+
+from qmr.cli import main
+from qmr.devtools.openai_server import OpenAIStubServer
+from qmr.generation.base import Completion
+from qmr.io import write_jsonl
+from qmr.stages.generate import make_traces
+from qmr.toy.problems import generate_split
+
+KEY = "sk-qmr-PLANTED-0123456789abcdef"
+VARIANT = "rtn-w2g128"
+
+
+def _wrong(solution: str) -> str:
+    """The gold solution with the first step's result off by one (a computational error) carried to the answer."""
+    lines = solution.splitlines()
+    lhs, result = lines[0].rsplit("=", 1)
+    wrong = int(result) + 1
+    lines[0] = f"{lhs}= {wrong}"
+    return "\n".join(lines[:1] + [f"The answer is {wrong}."])
+
+
+def test_planted_key_is_in_no_file_and_no_log(tmp_path, monkeypatch, default_params, caplog):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("QMR_PLANTED_KEY", KEY)
+    for bench in ("test", "mine"):
+        records = generate_split(bench, 4, seed=0)
+        write_jsonl(tmp_path / "data" / "benchmarks" / f"{bench}.jsonl", records)
+        prompts = [r["question"] for r in records]
+        for variant, texts in (("fp", [r["solution"] for r in records]), (VARIANT, [_wrong(r["solution"]) for r in records])):
+            comps = [[Completion(text=t, tokens=len(t.split()), seconds=0.01)] for t in texts]
+            traces = make_traces(records, comps, variant=variant, benchmark=bench, kind="math", prompts=prompts)
+            write_jsonl(tmp_path / "data" / "traces" / "toy" / variant / f"{bench}.jsonl", traces)
+
+    with OpenAIStubServer() as server:
+        params = copy.deepcopy(default_params)
+        params["generate"]["benchmarks"] = ["test", "mine"]
+        params["judge"].update(variants=[VARIANT], judges={
+            "llm": {"kind": "llm", "base_url": server.url, "model": "m1", "api_key_env": "QMR_PLANTED_KEY", "timeout_s": 2.0},
+            "reference": {"kind": "reference"},
+        })  # fmt: skip
+        params["vote"].update(baseline="llm", auxiliaries=["reference"], audit_fraction=1.0)
+        params["recovery"]["variants"] = [VARIANT]
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        with caplog.at_level(logging.DEBUG):
+            judged = CliRunner().invoke(main, ["-v", "judge", "--model", "toy", "--variant", VARIANT])
+            voted = CliRunner().invoke(main, ["-v", "vote"])
+        assert judged.exit_code == 0, judged.output
+        assert voted.exit_code == 0, voted.output
+        assert server.requests >= 6  # the judge really called the endpoint with the key
+
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any("judgments" in p.parts for p in written) and any("annotation" in p.parts for p in written)
+    assert any(p.name.endswith(".jsonl") and ".qmr-cache" in p.parts for p in written)  # the response cache
+    leaks = [str(p) for p in written if KEY.encode() in p.read_bytes()]
+    assert leaks == []
+    assert KEY not in judged.output + voted.output + caplog.text
