@@ -42,6 +42,8 @@ def test_dvc_repro_small_pipeline(tmp_path):
     work.mkdir()
     shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    (work / "metrics").mkdir()
+    shutil.copy(REPO / "metrics" / "ablation.md", work / "metrics" / "ablation.md")  # committed, as in a clone
     params = _small_params(yaml.safe_load((REPO / "params.yaml").read_text()))
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):

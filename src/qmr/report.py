@@ -59,10 +59,10 @@ def judge_table(vote: dict) -> list[str]:
             acc = m.get("accuracy", {})
             for judge, jm in m.get("judges", {}).items():
                 a = acc.get(judge, {})
-                rows.append([variant, judge, jm["valid_rate"], jm["abstain_rate"], a.get("step"), a.get("type"), jm["calls"], jm["cost"]])
+                rows.append([variant, judge, jm["valid_rate"], jm["abstain_rate"], a.get("step_accuracy"), a.get("type_accuracy"), jm["calls"], jm["cost"]])
             if "ensemble" in acc:
                 a = acc["ensemble"]
-                rows.append([variant, "**ensemble**", None, None, a.get("step"), a.get("type"), m.get("calls", {}).get("made"), None])
+                rows.append([variant, "**ensemble**", None, None, a.get("step_accuracy"), a.get("type_accuracy"), m.get("calls", {}).get("made"), None])
             rules = m.get("rules", {})
             rows.append([variant, "rules", ", ".join(f"{k} {v}" for k, v in rules.items()), f"kappa {m.get('agreement', {}).get('fleiss_kappa')}", None, None, None, None])
         out += [f"**{model}**", ""] + _table(["variant", "judge", "valid", "abstain", "step acc (vs toy truth)", "type acc", "calls", "cost $"], rows) + [""]
