@@ -111,3 +111,30 @@ def judgment(
         "calls": 1,
         "retries": 0,
     }
+
+
+def _wrong(solution: str) -> str:
+    """The gold solution with the first step's result off by one, carried to the answer."""
+    lines = solution.splitlines()
+    lhs, result = lines[0].rsplit("=", 1)
+    wrong = int(result) + 1
+    lines[0] = f"{lhs}= {wrong}"
+    return "\n".join(lines[:1] + [f"The answer is {wrong}."])
+
+
+def write_judge_project(root, variant: str, per_benchmark: int = 4) -> None:
+    """Benchmarks and traces for `qmr judge` / `qmr vote` in a scratch project: fp solves every toy
+    problem, ``variant`` makes a computational error in the first step of each."""
+    from qmr.generation.base import Completion
+    from qmr.io import write_jsonl
+    from qmr.stages.generate import make_traces
+    from qmr.toy.problems import generate_split
+
+    for bench in ("test", "mine"):
+        records = generate_split(bench, per_benchmark, seed=0)
+        write_jsonl(root / "data" / "benchmarks" / f"{bench}.jsonl", records)
+        prompts = [r["question"] for r in records]
+        for name, texts in (("fp", [r["solution"] for r in records]), (variant, [_wrong(r["solution"]) for r in records])):
+            comps = [[Completion(text=t, tokens=len(t.split()), seconds=0.01)] for t in texts]
+            traces = make_traces(records, comps, variant=name, benchmark=bench, kind="math", prompts=prompts)
+            write_jsonl(root / "data" / "traces" / "toy" / name / f"{bench}.jsonl", traces)

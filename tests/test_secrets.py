@@ -9,37 +9,18 @@ import logging
 import yaml
 from click.testing import CliRunner
 
+from locate_helpers import write_judge_project
 from qmr.cli import main
 from qmr.devtools.openai_server import OpenAIStubServer
-from qmr.generation.base import Completion
-from qmr.io import write_jsonl
-from qmr.stages.generate import make_traces
-from qmr.toy.problems import generate_split
 
 KEY = "sk-qmr-PLANTED-0123456789abcdef"
 VARIANT = "rtn-w2g128"
 
 
-def _wrong(solution: str) -> str:
-    """The gold solution with the first step's result off by one (a computational error) carried to the answer."""
-    lines = solution.splitlines()
-    lhs, result = lines[0].rsplit("=", 1)
-    wrong = int(result) + 1
-    lines[0] = f"{lhs}= {wrong}"
-    return "\n".join(lines[:1] + [f"The answer is {wrong}."])
-
-
 def test_planted_key_is_in_no_file_and_no_log(tmp_path, monkeypatch, default_params, caplog):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("QMR_PLANTED_KEY", KEY)
-    for bench in ("test", "mine"):
-        records = generate_split(bench, 4, seed=0)
-        write_jsonl(tmp_path / "data" / "benchmarks" / f"{bench}.jsonl", records)
-        prompts = [r["question"] for r in records]
-        for variant, texts in (("fp", [r["solution"] for r in records]), (VARIANT, [_wrong(r["solution"]) for r in records])):
-            comps = [[Completion(text=t, tokens=len(t.split()), seconds=0.01)] for t in texts]
-            traces = make_traces(records, comps, variant=variant, benchmark=bench, kind="math", prompts=prompts)
-            write_jsonl(tmp_path / "data" / "traces" / "toy" / variant / f"{bench}.jsonl", traces)
+    write_judge_project(tmp_path, VARIANT)
 
     with OpenAIStubServer() as server:
         params = copy.deepcopy(default_params)
