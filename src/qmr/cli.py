@@ -290,7 +290,8 @@ def gate(tolerances, rev):
 
     from qmr.gate import check
 
-    proc = subprocess.run(["dvc", "metrics", "diff", rev, "--all", "--json"], capture_output=True, text=True)
+    # this interpreter's dvc: the gate works without the environment's bin/ on PATH
+    proc = subprocess.run([sys.executable, "-m", "dvc", "metrics", "diff", rev, "--all", "--json"], capture_output=True, text=True)
     if proc.returncode != 0:
         click.echo(f"qmr gate: dvc metrics diff failed: {proc.stderr.strip()}", err=True)
         sys.exit(2)
