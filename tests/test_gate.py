@@ -46,8 +46,10 @@ def test_gate_command_on_a_real_dvc_repo(tmp_path):
         import pytest
 
         pytest.skip("git not installed")
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    # PATH without the environment's bin/, as when CI calls .venv/bin/qmr directly
+    git_dir = os.path.dirname(shutil.which("git"))
+    env = {**os.environ, "PATH": os.pathsep.join([git_dir, "/usr/bin", "/bin"]), "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
 
     def sh(*cmd):
         return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
