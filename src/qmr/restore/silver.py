@@ -132,13 +132,17 @@ def teacher_from_backend(
     max_new_tokens: int = 96,
     seed: int = 0,
     progress: bool = False,
+    generate: Callable[..., Any] | None = None,
 ) -> Teacher:
-    """Adapt a `qmr.generation.base.Backend` (e.g. the full-precision model) into a `Teacher`."""
+    """Adapt a `qmr.generation.base.Backend` (e.g. the full-precision model) into a `Teacher`.
+
+    ``generate`` replaces ``backend.generate`` (same keywords), e.g. with a resumable wrapper."""
+    run = generate or backend.generate
 
     def teacher(prompts: list[str], n: int) -> list[list[str]]:
         if not prompts:
             return []
-        out = backend.generate(
+        out = run(
             prompts,
             n=n,
             temperature=temperature,

@@ -74,6 +74,9 @@ class RestoreConfig:
         512, help="tokens of prompt + completion kept (longer ones are truncated at the end)"
     )
     seed: int = field(0, help="seed of the adapter init and the batch order")
+    checkpoint_steps: int = field(
+        50, help="optimizer steps between resumable checkpoints under .qmr-cache/ (0 = none): a killed run resumes from the last"
+    )
     merge: Literal["none", "requantize"] = field(
         "none",
         help="none = keep base + adapter; requantize = merge and re-quantize with the variant's recipe",
@@ -82,6 +85,8 @@ class RestoreConfig:
     def check(self, key: str = "") -> list[Problem]:
         p = f"{key}." if key else ""
         out: list[Problem] = []
+        if self.checkpoint_steps < 0:
+            out.append(Problem(f"{p}checkpoint_steps", self.checkpoint_steps, "an integer >= 0 (0 = no checkpoints)"))
         for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length"):
             if getattr(self, name) < 1:
                 out.append(Problem(f"{p}{name}", getattr(self, name), "an integer >= 1"))
@@ -149,7 +154,7 @@ def load_restored(restored_dir: str | Path, base: str | Path | None = None):
 # --------------------------------------------------------------------------------------------------
 
 
-def _trainer_args(cfg: RestoreConfig, output_dir: str) -> dict[str, Any]:
+def _trainer_args(cfg: RestoreConfig, output_dir: str, checkpointing: bool = False) -> dict[str, Any]:
     import torch
 
     return {
@@ -166,7 +171,10 @@ def _trainer_args(cfg: RestoreConfig, output_dir: str) -> dict[str, Any]:
         "seed": cfg.seed,
         "data_seed": cfg.seed,
         "logging_steps": 1,
-        "save_strategy": "no",
+        # checkpoints (adapter, optimizer, scheduler, RNG states) only where train_adapter resumes from them
+        "save_strategy": "steps" if checkpointing and cfg.checkpoint_steps > 0 else "no",
+        "save_steps": max(1, cfg.checkpoint_steps),
+        "save_total_limit": 1,
         "eval_strategy": "no",
         "report_to": "none",
         "use_cpu": not torch.cuda.is_available(),  # CUDA when present (accelerate launch for several GPUs)
@@ -191,7 +199,7 @@ def _log_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _build_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, output_dir: str):
+def _build_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, output_dir: str, checkpointing: bool = False):
     from datasets import Dataset
     from peft import LoraConfig
 
@@ -203,7 +211,7 @@ def _build_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, output
         bias="none",
         task_type="CAUSAL_LM",
     )
-    args = _trainer_args(cfg, output_dir)
+    args = _trainer_args(cfg, output_dir, checkpointing)
     if cfg.objective == "sft":
         from trl import SFTConfig, SFTTrainer
 
@@ -238,21 +246,75 @@ def _build_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, output
     return trainer
 
 
-def train_adapter(model, tokenizer, pairs: Sequence[dict], cfg: RestoreConfig):
+def _checkpoint_fingerprint(model, pairs: Sequence[dict], cfg: RestoreConfig, identity: Any) -> str:
+    import hashlib
+    import json
+
+    blob = json.dumps(
+        {"pairs": list(pairs), "config": asdict(cfg), "model": getattr(model.config, "_name_or_path", ""), "identity": identity},
+        sort_keys=True, default=str,
+    )  # fmt: skip
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: str) -> str | None:
+    """The newest complete checkpoint of an earlier run with the same fingerprint, else None.
+
+    A run with other inputs leaves nothing to resume from (its directory is cleared). The trainer
+    writes ``trainer_state.json`` last, so a checkpoint without a readable one was cut short by a
+    kill and is removed.
+    """
+    import json
+    import shutil
+
+    stamp = checkpoint_dir / "fingerprint.txt"
+    if checkpoint_dir.exists() and (not stamp.is_file() or stamp.read_text().strip() != fingerprint):
+        shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint + "\n")
+    found = sorted(
+        (d for d in checkpoint_dir.glob("checkpoint-*") if d.is_dir() and d.name.split("-")[-1].isdigit()),
+        key=lambda d: int(d.name.split("-")[-1]), reverse=True,
+    )  # fmt: skip
+    for d in found:
+        try:
+            json.loads((d / "trainer_state.json").read_text(encoding="utf-8"))
+            return str(d)
+        except (OSError, ValueError):
+            log.warning("removing incomplete checkpoint %s (the run was killed while saving it)", d)
+            shutil.rmtree(d)
+    return None
+
+
+def train_adapter(
+    model, tokenizer, pairs: Sequence[dict], cfg: RestoreConfig, checkpoint_dir: str | Path | None = None, identity: Any = None
+):
     """Attach a LoRA adapter to ``model`` (the dequantized quantized base) and train it on ``pairs``.
 
     Returns ``(peft_model, log_rows, summary)``; ``peft_model`` is in eval mode. Call
     `qmr.determinism.set_determinism` first for a reproducible run (`train_restore` does).
+
+    With ``checkpoint_dir`` (and ``cfg.checkpoint_steps > 0``) the trainer saves a checkpoint there every
+    ``checkpoint_steps`` optimizer steps — adapter, optimizer, scheduler, RNG states — and a later call
+    with the same model (``identity``: e.g. its files' sizes and times), pairs and config resumes from the newest one
+    (``Trainer.train(resume_from_checkpoint=...)``): a killed run continues where it stopped and ends
+    with the same adapter. The caller removes the directory once the result is saved.
     """
     if not pairs:
         raise ValueError("train_adapter: no pairs to train on")
+    resume_from = None
     with tempfile.TemporaryDirectory(prefix="qmr-restore-") as tmp:
-        trainer = _build_trainer(model, tokenizer, pairs, cfg, tmp)
+        output_dir = tmp
+        if checkpoint_dir is not None and cfg.checkpoint_steps > 0:
+            output_dir = str(checkpoint_dir)
+            resume_from = _prepare_checkpoints(Path(checkpoint_dir), _checkpoint_fingerprint(model, pairs, cfg, identity))
+        trainer = _build_trainer(model, tokenizer, pairs, cfg, output_dir, checkpointing=output_dir != tmp)
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         log.info(
-            "restore: %s on %d pairs (%d trainable adapter parameters)", cfg.objective, len(pairs), trainable
-        )
-        result = trainer.train()
+            "restore: %s on %d pairs (%d trainable adapter parameters)%s", cfg.objective, len(pairs), trainable,
+            f", resuming from {resume_from}" if resume_from else "",
+        )  # fmt: skip
+        result = trainer.train(resume_from_checkpoint=resume_from)
     rows = _log_rows(trainer.state.log_history)
     for row in rows:
         log.debug("restore step %s", row)
@@ -277,10 +339,13 @@ def train_restore(
     cfg: RestoreConfig,
     out_dir: str | Path,
     threads: int = 1,
+    checkpoint_dir: str | Path | None = None,
+    identity: Any = None,
 ) -> dict[str, Any]:
     """Train a LoRA adapter on the quantized model at ``quantized_dir`` with ``pairs``; save to ``out_dir``.
 
     Deterministic given ``cfg.seed`` and ``threads``. Returns the record also written to ``restore.json``.
+    ``checkpoint_dir``: resumable checkpoints (see `train_adapter`), removed once the adapter is saved.
     """
     problems = cfg.check("restore")
     if problems:
@@ -310,9 +375,13 @@ def train_restore(
         record["message"] = "no pairs: nothing was trained; the restored model is the quantized base"
         log.warning(record["message"])
     else:
-        peft_model, rows, summary = train_adapter(model, tok, pairs, cfg)
+        peft_model, rows, summary = train_adapter(model, tok, pairs, cfg, checkpoint_dir=checkpoint_dir, identity=identity)
         peft_model.save_pretrained(str(out_dir))
         record.update(trained=True, **summary)
+        if checkpoint_dir is not None:
+            import shutil
+
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
     record["seconds"] = round(time.perf_counter() - t0, 3)
     write_json(out_dir / TRAIN_LOG_JSON, rows)
     write_json(out_dir / RESTORE_JSON, record)

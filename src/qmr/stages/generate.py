@@ -39,7 +39,7 @@ def make_traces(records, completions, *, variant: str, benchmark: str, kind: str
     return traces
 
 
-def _checkpoint_identity(path: str | None) -> list | None:
+def checkpoint_identity(path: str | None) -> list | None:
     """Name, size and mtime of every file of a local checkpoint: changes whenever it is rewritten."""
     from pathlib import Path
 
@@ -54,7 +54,7 @@ def _checkpoint_identity(path: str | None) -> list | None:
     return [[str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(root.rglob("*")) if f.is_file()]
 
 
-def _resume_state(partial_path, fingerprint: dict):
+def resume_state(partial_path, fingerprint: dict):
     """(appender, finished batches) for a resumable run: an earlier run's finished batches are reused
     only when everything that decides them (checkpoint, prompts, sampling, batching) is unchanged."""
     from qmr.generation import Completion
@@ -74,6 +74,29 @@ def _resume_state(partial_path, fingerprint: dict):
     return appender, done
 
 
+def resumable_generate(backend, prompts: list[str], sampling: dict, partial, identity: dict, progress: bool = True) -> list:
+    """``backend.generate(prompts, **sampling)``, appending each finished batch to ``partial``: a killed
+    run called again with the same arguments reuses those batches and ends with identical completions.
+    ``identity`` names everything else that decides them (checkpoint files, batch size, threads). The
+    caller removes ``partial`` once its own output is written. Backends without resume support just run.
+    """
+    import dataclasses
+    import hashlib
+    import json
+
+    if not getattr(backend, "supports_resume", False):
+        return backend.generate(prompts, **sampling, progress=progress)
+    fingerprint = {**sampling, **identity, "prompts": hashlib.sha256(json.dumps(prompts).encode()).hexdigest()}
+    appender, done = resume_state(partial, fingerprint)
+    try:
+        return backend.generate(
+            prompts, **sampling, progress=progress, done=done,
+            on_batch=lambda start, comps: appender.append({"batch": start, "completions": [[dataclasses.asdict(c) for c in cs] for cs in comps]}),
+        )  # fmt: skip
+    finally:
+        appender.close()
+
+
 def generate_traces(
     params, model: str, model_path: str, variant: str, benchmark: str, adapter: str | None = None, write_to=None, resume: bool = True
 ) -> list[dict]:
@@ -82,10 +105,6 @@ def generate_traces(
     With ``resume`` (and a backend that supports it), each finished batch is appended to a cache file
     under ``.qmr-cache/generate/``; a run killed midway continues from there with identical results.
     """
-    import dataclasses
-    import hashlib
-    import json
-
     from qmr.determinism import set_determinism
     from qmr.generation import backend_from_config
 
@@ -97,24 +116,12 @@ def generate_traces(
     style = params.models[model].prompt_style
     prompts = [build_prompt(r["question"], style, getattr(backend, "tokenizer", None)) for r in records]
     sampling = {"n": cfg.samples, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens, "seed": params.seed}
-    appender, extra = None, {}
     partial = paths.cache_dir() / "generate" / model / variant / f"{benchmark}.partial.jsonl"
-    if resume and getattr(backend, "supports_resume", False):
-        fingerprint = {
-            **sampling, "batch_size": cfg.batch_size, "threads": params.threads,
-            "checkpoint": _checkpoint_identity(model_path), "adapter": _checkpoint_identity(adapter),
-            "prompts": hashlib.sha256(json.dumps(prompts).encode()).hexdigest(),
-        }  # fmt: skip
-        appender, done = _resume_state(partial, fingerprint)
-        extra = {
-            "done": done,
-            "on_batch": lambda start, comps: appender.append({"batch": start, "completions": [[dataclasses.asdict(c) for c in cs] for cs in comps]}),
-        }
-    try:
-        completions = backend.generate(prompts, **sampling, **extra)
-    finally:
-        if appender is not None:
-            appender.close()
+    identity = {"batch_size": cfg.batch_size, "threads": params.threads, "checkpoint": checkpoint_identity(model_path), "adapter": checkpoint_identity(adapter)}
+    if resume:
+        completions = resumable_generate(backend, prompts, sampling, partial, identity)
+    else:
+        completions = backend.generate(prompts, **sampling)
     traces = make_traces(records, completions, variant=variant, benchmark=benchmark, kind=spec.kind, prompts=prompts)
     if write_to is not None:
         write_jsonl(write_to, traces)

@@ -18,7 +18,14 @@ def run(params, model: str, variant: str) -> None:
     pairs = read_jsonl(paths.silver(model, variant))
     out = paths.restored_model(model, variant)
     set_determinism(cfg.seed, params.threads)
-    stats = train_restore(paths.quantized_model(model, variant), pairs, cfg, out, threads=params.threads)
+    from qmr.stages.generate import checkpoint_identity
+
+    quantized = paths.quantized_model(model, variant)
+    # a killed run resumes from its last trainer checkpoint (restore.checkpoint_steps) with the same result
+    stats = train_restore(
+        quantized, pairs, cfg, out, threads=params.threads,
+        checkpoint_dir=paths.cache_dir() / "restore" / model / variant, identity=checkpoint_identity(str(quantized)),
+    )  # fmt: skip
     if cfg.merge == "requantize" and stats.get("trained"):
         from qmr.stages.quantize import calibration_texts
 

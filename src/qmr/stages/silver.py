@@ -23,18 +23,33 @@ def eval_ids(params) -> set[str]:
     return ids
 
 
-def _teacher(params, model: str):
+def _teacher(params, model: str, variant: str):
+    """The teacher of `recovery.teacher`, made resumable: the fp model's sampled batches go to
+    ``.qmr-cache/silver/`` as they finish (removed when the stage ends), an endpoint's answers to a
+    per-prompt response cache there (kept, so a re-run makes no repeated calls)."""
     cfg = params.recovery
+    cache = paths.cache_dir() / "silver" / model / variant
     if cfg.teacher == "fp":
+        import hashlib
+        import json
+
         from qmr.generation import backend_from_config
         from qmr.restore.silver import teacher_from_backend
+        from qmr.stages.generate import checkpoint_identity, resumable_generate
 
         g = params.generate
-        backend = backend_from_config(g, str(paths.quantized_model(model, params.evaluate.reference)))
-        return teacher_from_backend(backend, temperature=cfg.teacher_temperature, max_new_tokens=g.max_new_tokens, seed=cfg.seed)
+        fp_path = str(paths.quantized_model(model, params.evaluate.reference))
+        backend = backend_from_config(g, fp_path)
+        identity = {"batch_size": g.batch_size, "threads": params.threads, "checkpoint": checkpoint_identity(fp_path)}
+
+        def generate(prompts, progress=False, **sampling):
+            digest = hashlib.sha256(json.dumps(prompts).encode()).hexdigest()[:16]
+            return resumable_generate(backend, prompts, sampling, cache / f"teacher-{digest}.partial.jsonl", identity, progress)
+
+        return teacher_from_backend(backend, temperature=cfg.teacher_temperature, max_new_tokens=g.max_new_tokens, seed=cfg.seed, generate=generate)
     from qmr.restore.llm_teacher import llm_teacher
 
-    return llm_teacher(params.judge.judges[cfg.teacher], temperature=cfg.teacher_temperature)
+    return llm_teacher(params.judge.judges[cfg.teacher], temperature=cfg.teacher_temperature, cache=cache / "teacher-responses.jsonl")
 
 
 def run(params, model: str, variant: str) -> None:
@@ -54,12 +69,14 @@ def run(params, model: str, variant: str) -> None:
         records += read_jsonl(paths.benchmark(bench))
     kind = params.benchmarks[mine[0]].kind
     step_resumed = cfg.subset not in ("RAND_NS", "ALL_NS")
-    teacher = _teacher(params, model) if step_resumed and labels else None
+    teacher = _teacher(params, model, variant) if step_resumed and labels else None
     pairs, stats = build_pairs(cfg.subset, labels, qt, fp, records, teacher, cfg, eval_ids(params), kind=kind)
     for p in pairs:
         p["variant"] = variant
     write_jsonl(paths.silver(model, variant), pairs)
     write_json(paths.silver(model, variant).with_suffix(".stats.json"), stats)
+    for partial in (paths.cache_dir() / "silver" / model / variant).glob("teacher-*.partial.jsonl"):
+        partial.unlink()  # the outputs are written: the fp teacher's resume batches are no longer needed
     if stats.get("empty"):
         log.warning("%s/%s subset %s: no pairs (%s)", model, variant, cfg.subset, stats.get("message"))
     else:
