@@ -27,6 +27,7 @@ def _benchmarks(data) -> dict:
         "mmlu_algebra": {"source": "local", "path": str(data / "mmlu/test/abstract_algebra_test.csv"), "role": "eval", "kind": "choice"},
         "amc23": {"source": "local", "path": str(data / "qwen25_math_eval/amc23_test.jsonl"), "role": "eval", "format": "aime", "kind": "integer"},
         "minerva": {"source": "local", "path": str(data / "qwen25_math_eval/minerva_math_test.jsonl"), "role": "eval", "format": "math"},
+        "prm800k": {"source": "local", "path": str(data / "prm800k/phase1_train_plus.stepwise-critic.parquet"), "role": "train", "format": "prm800k"},
     }
 
 
@@ -44,6 +45,7 @@ def prepared(tmp_path_factory):
     params["quantize"]["calibration"]["benchmark"] = "gsm8k_train"
     params["generate"]["benchmarks"] = ["gsm8k", "math500", "math_train"]
     params["models"]["toy"]["prompt_style"] = "plain"
+    params["align"].update(data="prm800k", eval_benchmark="gsm8k")
     work = tmp_path_factory.mktemp("prepare")
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     import os
@@ -68,6 +70,8 @@ def test_counts(prepared):
     assert len(records["amc23"]) == 40 and len(records["minerva"]) == 272
     assert len(records["mmlu_stem"]) == 3018
     assert summary["math_train"]["records"] == len(records["math_train"])
+    # format-alignment data: PRM800K trajectories that reach the right answer with no step rated -1, minus eval overlaps
+    assert 700 <= len(records["prm800k"]) <= 805 and all(len(r["steps"]) >= 1 for r in records["prm800k"])
 
 
 def test_math_mining_pool_is_disjoint_from_math500(prepared):

@@ -45,6 +45,12 @@ BAD = [
     ("base.toy.architecture", "gpt2", "base.toy.architecture", "'llama'"),
     ("base.toy.hidden_size", 96, "quantize.variants.gptq-w4a16.group_size", "divisor"),
     ("evaluate.reference", "gptq-w4a16", "evaluate.reference", "method 'none'"),
+    ("align.method", "full_ft", "align.method", "'lora_sft'"),
+    ("align.data", "test", "align.data", "role train"),
+    ("align.eval_benchmark", "gsm8k", "align.eval_benchmark", "a key of benchmarks"),
+    ("align.lora_r", 0, "align.lora_r", ">= 1"),
+    ("base.toy.style", "poetry", "base.toy.style", "'freeform'"),
+    ("restore.checkpoint_steps", -1, "restore.checkpoint_steps", ">= 0"),
 ]
 
 

@@ -27,6 +27,8 @@ def _small_params(params: dict) -> dict:
     params["judge"]["variants"] = ["gptq-w4a16", "rtn-w2g32"]
     params["recovery"]["variants"] = ["rtn-w2g32"]
     params["restore"].update({"max_steps": 3, "batch_size": 4})
+    params["benchmarks"]["align"]["size"] = 64
+    params["align"].update({"eval_samples": 20, "max_steps": 4, "max_new_tokens": 64})
     return params
 
 
@@ -51,6 +53,12 @@ def test_dvc_repro_small_pipeline(tmp_path):
 
     first = _run(["dvc", "repro"], work)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+
+    # align: the base model learnt the free-form style; compliance is measured before and after
+    align = json.loads((work / "metrics" / "align.json").read_text())["toy"]
+    assert align["method"] == "lora_sft" and align["steps"] == 4 and align["examples"] == 64
+    assert {"format_compliance", "accuracy"} <= set(align["before"]) and align["after"]["problems"] == 20
+    assert json.loads((work / "models" / "quantized" / "toy" / "fp" / "qmr_model.json").read_text())["path"] == "models/aligned/toy"
 
     metrics = json.loads((work / "metrics" / "evaluate.json").read_text())
     toy = metrics["toy"]

@@ -23,8 +23,8 @@ PAPER_MODELS = {
 
 @pytest.fixture
 def in_repo(monkeypatch):
-    if not (REPO.parent / "shared" / "data" / "aime").is_dir():
-        pytest.skip("presets read AIME and the MATH train split from ../shared/data, not found")
+    if not all((REPO.parent / "shared" / "data" / d).is_dir() for d in ("aime", "math", "prm800k")):
+        pytest.skip("presets read AIME, the MATH train split and PRM800K from ../shared/data, not found")
     monkeypatch.chdir(REPO)
 
 
@@ -63,7 +63,7 @@ def test_preset_dag_lists_without_downloads(in_repo, tmp_path):
     assert subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=work, env=env).returncode == 0
     dag = subprocess.run([sys.executable, "-m", "dvc", "dag", "--md"], cwd=work, env=env, capture_output=True, text=True)
     assert dag.returncode == 0, dag.stderr
-    for stage in ("base@qwen2.5-7b-instruct", "quantize@qwen2.5-7b-instruct-awq-w4a16", "generate@qwen2.5-7b-instruct-gptq-w4a16-math500",
+    for stage in ("base@qwen2.5-7b-instruct", "align", "quantize@qwen2.5-7b-instruct-awq-w4a16", "generate@qwen2.5-7b-instruct-gptq-w4a16-math500",
                   "judge@qwen2.5-7b-instruct-smoothquant-w8a8", "restore@qwen2.5-7b-instruct-awq-w4a16", "reevaluate"):  # fmt: skip
         assert stage in dag.stdout, stage
     assert not (work / "models").exists() and not (work / "data").exists()

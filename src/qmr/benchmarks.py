@@ -7,6 +7,9 @@ Formats (``benchmarks.<name>.format``; ``auto`` guesses from the fields):
   the last \\boxed{} of the solution when no answer field)
 - ``aime``: problem, answer (int or "025"), id          -> answer as an integer string
 - ``mmlu``: CSV rows question,A,B,C,D,letter (no header) or JSON {question, choices, answer 0-3}
+- ``prm800k``: PRM800K "stepwise-critic" rows (instruction, responses, next_response, rating, ...), one
+  per rated step -> one record per problem whose labelled path reaches the right answer with no step
+  rated -1, with its human-rated ``steps`` (the format-alignment data of the paper, §3.1.2)
 - ``toy``: already in the record schema
 """
 
@@ -42,6 +45,8 @@ def _read_rows(path: Path) -> list[dict]:
 
 
 def _guess_format(row: dict) -> str:
+    if "next_response" in row and "instruction" in row:
+        return "prm800k"
     if "plan" in row:
         return "toy"
     if "choices" in row or "_csv" in row:
@@ -57,6 +62,29 @@ def _stable_id(prefix: str, text: str) -> str:
     return f"{prefix}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]}"
 
 
+def prm800k_solutions(rows: list[dict], name: str) -> list[dict]:
+    """Correct, fully rated PRM800K trajectories (stepwise-critic rows) as records with ``steps``."""
+    from qmr.locate.judge_bench import processbench_from_stepwise_critic
+
+    for i, row in enumerate(rows[:1]):
+        missing = [k for k in ("instruction", "responses", "next_response", "rating") if k not in row]
+        if missing:
+            raise DataFileError(f"record {i}: missing field {missing[0]!r} (format prm800k)")
+    records = []
+    for item in processbench_from_stepwise_critic(rows, id_prefix=name):
+        if not item["final_answer_correct"]:
+            continue
+        *steps, last = item["steps"]
+        body, _, answer = last.partition("# Answer")
+        answer = answer.strip()
+        if not answer:
+            continue
+        steps = [*steps, body.strip()] if body.strip() else steps
+        q = item["problem"]
+        records.append({"id": _stable_id(name, q), "source": "prm800k", "question": q, "answer": answer, "steps": steps})
+    return records
+
+
 def normalize(row: dict, fmt: str, name: str, index: int) -> dict:
     """One raw row -> a benchmark record; raises DataFileError naming the missing field."""
 
@@ -65,7 +93,7 @@ def normalize(row: dict, fmt: str, name: str, index: int) -> dict:
             raise DataFileError(f"record {index}: missing field {key!r} (format {fmt})")
         return row[key]
 
-    if fmt == "toy":
+    if fmt in ("toy", "prm800k"):  # prm800k rows are grouped into records by `prm800k_solutions` first
         return row
     if fmt == "gsm8k":
         q, sol = need("question"), need("answer")
@@ -114,7 +142,7 @@ def normalize(row: dict, fmt: str, name: str, index: int) -> dict:
         if row.get("type"):
             rec["subject"] = row["type"]
         return rec
-    raise DataFileError(f"unknown format {fmt!r}; allowed: toy, gsm8k, math, aime, mmlu")
+    raise DataFileError(f"unknown format {fmt!r}; allowed: toy, gsm8k, math, aime, mmlu, prm800k")
 
 
 def load_benchmark(spec, name: str) -> list[dict]:
@@ -128,13 +156,20 @@ def load_benchmark(spec, name: str) -> list[dict]:
         rows, where = [dict(r) for r in ds], f"{spec.hub_id}@{spec.revision}"
     else:
         path = Path(spec.path)
-        files = sorted(path.glob("*.csv")) + sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+        files = sorted(path.glob("*.csv")) + sorted(path.glob("*.jsonl")) + sorted(path.glob("*.parquet")) if path.is_dir() else [path]
         rows, where = [], str(path)
         for f in files:
             rows.extend(_read_rows(f))
     if not rows:
         raise DataFileError(f"{where}: no records")
     fmt = spec.format if spec.format != "auto" else _guess_format(rows[0])
+    if fmt == "prm800k":
+        try:
+            rows = prm800k_solutions(rows, name)
+        except DataFileError as exc:
+            raise DataFileError(f"{where}: {exc}") from None
+        if not rows:
+            raise DataFileError(f"{where}: no PRM800K trajectory reaches the right answer without a step rated -1")
     records, seen = [], {}
     for i, row in enumerate(rows):
         try:

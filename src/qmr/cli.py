@@ -107,6 +107,19 @@ def base(ctx, model):
 
 
 @main.command()
+@click.pass_context
+def align(ctx):
+    """Format-align every base model into models/aligned/<model> (paper §3.1.2).
+
+    method lora_sft: LoRA SFT (trl + peft) on the worked solutions of benchmark `align.data` in the
+    step format, merged into the weights; format compliance and accuracy are measured on
+    `align.eval_samples` problems before and after (metrics/align.json). method none: a pointer to
+    the base model. Quantization applies to the aligned model.
+    """
+    _run_stage(ctx, "align")
+
+
+@main.command()
 @model_opt
 @variant_opt
 @click.pass_context
@@ -114,7 +127,7 @@ def quantize(ctx, model, variant):
     """Quantize a model with the variant's llmcompressor recipe (rtn, gptq, awq, smoothquant).
 
     Writes a compressed-tensors checkpoint with recipe.yaml and size statistics to
-    models/quantized/<model>/<variant>; method `none` (fp) writes a pointer to the base model.
+    models/quantized/<model>/<variant>; method `none` (fp) writes a pointer to the aligned model.
     """
     _run_stage(ctx, "quantize", model=model, variant=variant)
 

@@ -14,6 +14,7 @@ from typing import Literal
 
 import yaml
 
+from qmr.align import AlignConfig
 from qmr.config import ConfigError, Problem, field, from_dict
 from qmr.generation.base import GenerateConfig
 from qmr.locate.judges import JudgeSpec
@@ -61,7 +62,7 @@ class BenchmarkSpec:
     role: Literal["train", "mine", "eval"] = field("eval", help="train (model training, calibration), mine (failure mining pool), eval (held out)")
     kind: Literal["math", "choice", "integer"] = field("math", help="answer kind for grading")
     path: str | None = field(None, help="local file (jsonl/json/csv/parquet) when source is 'local'")
-    format: Literal["auto", "toy", "gsm8k", "math", "aime", "mmlu"] = field("auto", help="record format of a local/hub file")
+    format: Literal["auto", "toy", "gsm8k", "math", "aime", "mmlu", "prm800k"] = field("auto", help="record format of a local/hub file")
     families: list[str] | None = field(None, help="toy: problem families to draw from (null = all)")
     hub_id: str | None = field(None, help="hub dataset id (source: hub)")
     subset: str | None = field(None, help="hub dataset configuration name (source: hub)")
@@ -144,6 +145,7 @@ class Params:
     benchmarks: dict[str, BenchmarkSpec] = field(default_factory=dict, help="benchmark name -> spec")
     prepare: PrepareConfig = field(default_factory=PrepareConfig, help="stage prepare")
     base: BaseConfig = field(default_factory=BaseConfig, help="stage base")
+    align: AlignConfig = field(default_factory=AlignConfig, help="stage align: format alignment before quantization")
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig, help="stage quantize")
     generate: GenerateConfig = field(default_factory=GenerateConfig, help="stage generate")
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig, help="stage evaluate")
@@ -169,6 +171,12 @@ class Params:
             out.append(Problem("quantize.calibration.benchmark", cal, "a key of benchmarks: " + ", ".join(sorted(bench))))
         elif bench[cal].role != "train":
             out.append(Problem("quantize.calibration.benchmark", cal, "a benchmark with role train (never calibrate on eval data)"))
+        if self.align.method != "none":
+            for key, name, role in (("align.data", self.align.data, "train"), ("align.eval_benchmark", self.align.eval_benchmark, "eval")):
+                if name not in bench:
+                    out.append(Problem(key, name, "a key of benchmarks: " + ", ".join(sorted(bench))))
+                elif bench[name].role != role:
+                    out.append(Problem(key, name, f"a benchmark with role {role}"))
         variants = self.quantize.variants or {}
         if self.evaluate.reference not in variants:
             out.append(Problem("evaluate.reference", self.evaluate.reference, "a key of quantize.variants: " + ", ".join(sorted(variants))))

@@ -24,7 +24,7 @@ def run(params, model: str, variant: str) -> None:
     if model not in params.models:
         raise UserError(f"--model: got {model!r}; allowed: {', '.join(sorted(params.models))}")
     spec = params.quantize.variants[variant]
-    source = paths.base_model(model)
+    source = paths.aligned_model(model)  # the base model after format alignment (or a pointer to it)
     out = paths.quantized_model(model, variant)
     if spec.method == "none":
         from qmr.quant.run import checkpoint_bytes

@@ -24,7 +24,8 @@ def run(params) -> None:
                 logs[f"{model}/{variant}"] = read_json(log_path)
     ablation_md = paths.METRICS / "ablation.md"  # written by `qmr ablation` from DVC experiments
     ablation = ablation_md.read_text(encoding="utf-8").splitlines() if ablation_md.exists() else None
-    text = render_report(evaluate, vote, restore, list(params.generate.benchmarks), ablation=ablation)
+    align = read_json(paths.metrics("align")) if paths.metrics("align").exists() else None
+    text = render_report(evaluate, vote, restore, list(params.generate.benchmarks), ablation=ablation, align=align)
     write_text(paths.METRICS / "report.md", text)
     figures = save_figures(evaluate, vote, logs, paths.plots("report"))
     curves = [{"run": run, "step": r["step"], "loss": r["loss"], "margin": r.get("rewards/margins")} for run, rows in logs.items() for r in rows]

@@ -184,6 +184,7 @@ def drill(step: dict[str, Any]) -> dict[str, Any]:
         "solution": f"{line}\n" + ANSWER_SENTENCE.format(answer=step["result"]),
         "solution_freeform": render_freeform(line.split(" = ")[0], [step]),
         "plan": [step],
+        "drill": True,
     }
 
 

@@ -27,6 +27,7 @@ from qmr.toy.problems import DEFAULT_DATA, ToyDataConfig, iter_problems
 log = logging.getLogger(__name__)
 
 SOLUTION_FIELDS = ("solution", "solution_freeform")
+STYLE_FIELDS = {"steps": "solution", "freeform": "solution_freeform"}
 LOG_EVERY = 100  # optimizer steps between rows of the loss curve in train_log.json
 
 
@@ -50,7 +51,10 @@ class ToyModelConfig:
     train_seconds: float = field(300.0, help="wall-clock budget in seconds (0 = none; max_steps then)")
     max_steps: int = field(0, help="optimizer steps (0 = run for train_seconds; >0 = schedule by steps, reproducible)")
     drill_fraction: float = field(
-        0.0, help="share of training examples replaced by arithmetic drills built from real plan steps (never evaluated)"
+        0.0, help="share of training examples replaced by arithmetic drills built from real plan steps, always in the step notation (never evaluated)"
+    )
+    style: Literal["steps", "freeform"] = field(
+        "steps", help="solution style trained on: steps (one `a op b = c` line per step) or freeform prose (the `align` stage then teaches the step format)"
     )
     seed: int = field(0, help="seed of the weights, the data stream and the batch order")
 
@@ -138,7 +142,10 @@ class _Batches:
                 drill(self.rng.choice(r["plan"])) if self.rng.random() < self.cfg.drill_fraction else r for r in recs
             ]
         prompts = self.tok([build_prompt(r["question"], "plain") for r in recs])["input_ids"]
-        targets = self.tok([r[self.field] for r in recs], add_special_tokens=False)["input_ids"]
+        # Drills always use the step notation (`a op b = c`, `The answer is N.`): a free-form model thus
+        # knows every token of the step format but answers word problems in prose, as instruction-tuned
+        # models do before format alignment.
+        targets = self.tok([r["solution"] if r.get("drill") else r[self.field] for r in recs], add_special_tokens=False)["input_ids"]
         pairs = sorted(zip(prompts, targets, strict=True), key=lambda pt: len(pt[0]) + len(pt[1]))
         bs = self.cfg.batch_size
         self.pool = [pairs[i : i + bs] for i in range(0, len(pairs), bs)]
@@ -167,16 +174,17 @@ def train_toy_model(
     cfg: ToyModelConfig,
     out_dir: Path,
     threads: int,
-    solution_field: str = "solution",
+    solution_field: str | None = None,
     data: ToyDataConfig = DEFAULT_DATA,
     families: list[str] | None = None,
 ) -> dict:
-    """Train from scratch, save model + tokenizer + ``train_log.json`` in ``out_dir``; return the stats."""
+    """Train from scratch on ``solution_field`` (default: the field of ``cfg.style``), save model + tokenizer + ``train_log.json`` in ``out_dir``; return the stats."""
     import torch
 
     from qmr.determinism import set_determinism
     from qmr.toy.tokenizer import build_tokenizer
 
+    solution_field = solution_field or STYLE_FIELDS[cfg.style]
     if solution_field not in SOLUTION_FIELDS:
         raise ValueError(f"solution_field: got {solution_field!r}; allowed: {', '.join(SOLUTION_FIELDS)}")
     out_dir = Path(out_dir)
