@@ -3,6 +3,10 @@ from pathlib import Path
 
 import pytest
 
+from qmr.determinism import pin_cpu_kernels
+
+pin_cpu_kernels()  # before anything imports torch: tests run the pipeline's kernels
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 

@@ -74,6 +74,14 @@ def main(ctx: click.Context, params_path: str, verbose: bool) -> None:
     locate:   judge -> vote
     restore:  silver -> restore -> reevaluate
     """
+    from qmr.config import ConfigError
+    from qmr.determinism import pin_cpu_kernels
+
+    try:  # before any command imports torch: the same CPU kernels on every x86-64 machine
+        pin_cpu_kernels()
+    except ConfigError as exc:
+        click.echo(f"qmr: error: {exc}", err=True)
+        sys.exit(2)
     ctx.ensure_object(dict)
     ctx.obj["params"] = params_path
     ctx.obj["verbose"] = verbose

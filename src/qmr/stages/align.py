@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from qmr import paths
+from qmr.determinism import kernel_info
 from qmr.io import read_jsonl, write_json
 from qmr.stages import UserError
 
@@ -101,4 +102,5 @@ def run(params) -> None:
             )  # fmt: skip
         speed[model] = {"train_seconds": record["seconds"], "steps": record["steps"], "threads": params.threads}
     write_json(paths.metrics("align"), metrics)
+    speed["kernels"] = kernel_info()  # the host CPU and the kernels it ran, to explain a diff across machines
     write_json(paths.speed("align"), speed)

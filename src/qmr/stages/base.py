@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from qmr import paths
+from qmr.determinism import kernel_info, set_determinism
 from qmr.io import write_json
 from qmr.stages import UserError
 
@@ -18,7 +19,6 @@ def run(params, model: str) -> None:
     spec = params.models[model]
     out = paths.base_model(model)
     if spec.source == "toy":
-        from qmr.determinism import set_determinism
         from qmr.toy.train import train_toy_model
 
         set_determinism(params.base.toy.seed, params.threads)
@@ -26,7 +26,8 @@ def run(params, model: str) -> None:
         stats = train_toy_model(params.base.toy, out, threads=params.threads, data=params.prepare.toy)
         timing = {k: stats.pop(k) for k in ("seconds", "tokens_per_s")}
         write_json(paths.METRICS / "base" / f"{model}.json", {k: v for k, v in stats.items() if isinstance(v, (int, float, str))})
-        write_json(paths.speed("base", model), {"steps": stats["steps"], "threads": params.threads, **timing})
+        write_json(paths.speed("base", model),
+                   {"steps": stats["steps"], "threads": params.threads, **timing, "kernels": kernel_info()})
         log.info("trained toy model %s: %d steps, final loss %s, %d parameters", model, stats["steps"], stats["final_loss"], stats["n_params"])
     elif spec.source == "hub":
         write_json(out / POINTER, {"path": spec.hub_id, "revision": spec.revision})

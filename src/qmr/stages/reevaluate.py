@@ -7,6 +7,7 @@ import io
 import logging
 
 from qmr import paths
+from qmr.determinism import kernel_info
 from qmr.evaluation import majority_correct
 from qmr.io import read_json, read_jsonl, write_json, write_text
 
@@ -75,6 +76,7 @@ def run(params) -> None:
             metrics[model][variant] = entry
             log.info("%s/%s: %s", model, variant, {b: entry[b] for b in evals})
     write_json(paths.metrics("restore"), metrics)
+    speed["kernels"] = kernel_info()  # the host CPU and the kernels it ran, to explain a diff across machines
     write_json(paths.speed("restore"), speed)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["model", "variant", "benchmark", "stage", "accuracy"], lineterminator="\n")
