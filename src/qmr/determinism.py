@@ -49,9 +49,9 @@ def pin_cpu_kernels(environ: MutableMapping[str, str] = os.environ) -> str:
     """
     choice = environ.get(KERNELS_ENV, "avx2").strip().lower() or "avx2"
     if choice not in PINS:
-        from qmr.config import ConfigError
+        from qmr.config import ConfigError, Problem
 
-        raise ConfigError(f"environment {KERNELS_ENV}: got {choice!r}; allowed: {', '.join(PINS)}")
+        raise ConfigError([Problem(KERNELS_ENV, choice, " | ".join(PINS))], source="environment")
     if choice == "native" or platform.machine().lower() not in X86:
         return "native"
     if "torch" in sys.modules:
