@@ -33,11 +33,13 @@ def test_flaky_endpoint_completes_and_counts(tmp_path, monkeypatch, default_para
     monkeypatch.setenv("QMR_FAULT_KEY", "k")
     write_judge_project(tmp_path, VARIANT, per_benchmark=10)
     # failure_rate 0.5 over five equally likely kinds: 30% errors (429, 500, hang), 20% malformed replies
-    with OpenAIStubServer(failure_rate=0.5, failure_kinds=("429", "500", "hang", "invalid", "invalid"), hang_s=1.0, seed=1) as srv:
-        (tmp_path / "params.yaml").write_text(yaml.safe_dump(_params(default_params, srv.url)))
-        judged = CliRunner().invoke(main, ["judge", "--model", "toy", "--variant", VARIANT])
-        assert judged.exit_code == 0, judged.output
-        assert srv.actions["429"] and srv.actions["500"] and srv.actions["hang"] and srv.actions["invalid"]
+    srv = OpenAIStubServer(failure_rate=0.5, failure_kinds=("429", "500", "hang", "invalid", "invalid"), hang_s=1.0, seed=1).start()
+    params = _params(default_params, srv.url)
+    params["judge"]["max_failed_share"] = 1.0  # this test is about completing under faults, not failing the stage
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    judged = CliRunner().invoke(main, ["judge", "--model", "toy", "--variant", VARIANT])
+    assert judged.exit_code == 0, judged.output
+    assert srv.actions["429"] and srv.actions["500"] and srv.actions["hang"] and srv.actions["invalid"]
     voted = CliRunner().invoke(main, ["vote"])
     assert voted.exit_code == 0, voted.output
 
@@ -53,13 +55,15 @@ def test_flaky_endpoint_completes_and_counts(tmp_path, monkeypatch, default_para
     for lab in labels:  # a case without a valid majority is escalated, never silently accepted
         if lab["id"] in invalid_ids:
             assert lab["rule"] in ("escalated", "abstain_all") and lab["needs_human"], lab
-    # a re-run is served from the cache: answered cases (valid or invalid after re-asks) are not asked
-    # again; only calls that ended in a transport error are retried
-    with OpenAIStubServer() as calm:
-        (tmp_path / "params.yaml").write_text(yaml.safe_dump(_params(default_params, calm.url)))
-        again = CliRunner().invoke(main, ["judge", "--model", "toy", "--variant", VARIANT])
-        assert again.exit_code == 0, again.output
-        assert calm.requests == len({j["id"] for j in llm if j.get("error_kind")})
+    # the endpoint recovers: a re-run is served from the cache for the valid answers and re-asks exactly
+    # the cases whose call failed or whose reply stayed invalid (neither is cached as final)
+    srv.failure_rate = 0.0
+    srv.reset_counts()
+    again = CliRunner().invoke(main, ["judge", "--model", "toy", "--variant", VARIANT])
+    srv.stop()
+    assert again.exit_code == 0, again.output
+    redo = {j["id"] for j in llm if not j["valid"] or j.get("error_kind")}
+    assert redo and srv.requests == len(redo)
 
 
 def test_dead_endpoint_fails_clearly_and_keeps_finished_work(tmp_path, monkeypatch, default_params):
@@ -80,3 +84,125 @@ def test_dead_endpoint_fails_clearly_and_keeps_finished_work(tmp_path, monkeypat
     assert "llm" in result.output and "Traceback" not in result.output
     assert earlier.read_text() == '{"kept": true}\n'
     assert not (tmp_path / "data" / "judgments" / "toy" / f"{VARIANT}.jsonl").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# hostile replies, one row each: never an exception, always a counted invalid judgment (or a correct
+# one), never the key in what is kept
+
+
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+
+from locate_helpers import toy_case  # noqa: E402
+from qmr.locate.judges import JudgeSpec, build_judge  # noqa: E402
+
+CE_CASE = ["4 * 12 = 48", "23 + 48 = 72", "72 - 17 = 55", "The answer is 55."]
+KEY = "sk-qmr-HOSTILE-abcdef0123456789"
+
+
+def _judge(url: str, **kw):
+    base = dict(kind="llm", base_url=url, model="m1", api_key_env="QMR_HOSTILE_KEY", timeout_s=1.0, max_retries=0, reasks=0)
+    return build_judge("h", JudgeSpec(**{**base, **kw}))
+
+
+@pytest.mark.parametrize("action, valid, error_kind", [
+    ("html_json", False, "malformed_reply"),       # HTML under application/json (JSONDecodeError before)
+    ("text_plain", False, "malformed_reply"),      # a 200 text/plain body
+    ("empty_choice", False, "malformed_reply"),    # choices: [{}]
+    ("no_choices", False, "malformed_reply"),      # no choices key (was a silent, cached invalid)
+    ("null_choices", False, "malformed_reply"),    # choices: null
+    ("deep_body", False, "malformed_reply"),       # the body nested 50,000 deep (RecursionError before)
+    ("deep_content", False, "invalid_reply"),      # the message nested 50,000 deep
+    ("bad_usage", True, None),                     # usage.prompt_tokens "abc": the verdict still counts
+    ("echo_key_400", False, "bad_request"),        # errors that echo the bearer token
+    ("echo_key_401", False, "auth"),
+    ("echo_key_500", False, "server"),
+    ("trickle", False, "timeout"),                 # headers, then a byte every 0.5 s: a deadline, not a socket timeout
+])  # fmt: skip
+def test_hostile_reply_is_recorded_not_raised(monkeypatch, caplog, action, valid, error_kind):
+    monkeypatch.setenv("QMR_HOSTILE_KEY", KEY)
+    with OpenAIStubServer(trickle_s=0.3) as srv:
+        srv.push(action)
+        t0 = time.monotonic()
+        j = _judge(srv.url).judge(toy_case(CE_CASE))
+        seconds = time.monotonic() - t0
+    assert j["valid"] is valid and j.get("error_kind") == error_kind, j
+    if valid:
+        assert j["primary_error_type"] == "computational_error" and j["tokens_in"] == 0
+    else:
+        assert j["explanation"] and j["primary_error_type"] is None
+    assert seconds < 4.0  # the 1 s deadline held (a trickled reply takes ~90 s)
+    kept = json.dumps(j) + caplog.text
+    assert KEY not in kept and len(json.dumps(j)) < 60_000
+
+
+def test_the_verdict_is_the_answer_not_the_quoted_format_example(monkeypatch):
+    monkeypatch.setenv("QMR_HOSTILE_KEY", KEY)
+    with OpenAIStubServer() as srv:
+        srv.push("example_then_answer")
+        j = _judge(srv.url).judge(toy_case(CE_CASE))
+    assert j["valid"] and (j["primary_error_type"], j["error_step"]) == ("computational_error", 2)
+
+
+def test_cache_key_covers_template_text_url_and_sampling(monkeypatch, tmp_path):
+    """Editing anything that changes the answer asks again; the same settings are served from the cache."""
+    from qmr.locate import llm
+    from qmr.locate.cache import run_judges
+
+    monkeypatch.setenv("QMR_HOSTILE_KEY", KEY)
+    cache = tmp_path / "c.jsonl"
+    cases = [toy_case(CE_CASE)]
+    with OpenAIStubServer() as srv, OpenAIStubServer() as other:
+        def calls(**kw) -> int:
+            return run_judges(cases, {"h": _judge(kw.pop("base_url", srv.url), **kw)}, cache).calls_made
+
+        assert calls() == 1 and calls() == 0
+        assert calls(temperature=0.5) == 1 and calls(max_tokens=77) == 1 and calls(reasks=2) == 1
+        assert calls(base_url=other.url) == 1
+        original = llm.load_template
+        monkeypatch.setattr(llm, "load_template", lambda v: original(v) + "\nBe brief.")  # same version, new text
+        assert calls() == 1 and calls() == 0
+
+
+def test_endpoint_teacher_survives_hostile_replies_and_retries_only_failures(monkeypatch, tmp_path):
+    from qmr.restore.llm_teacher import llm_teacher
+
+    monkeypatch.setenv("QMR_HOSTILE_KEY", KEY)
+    with OpenAIStubServer(responder=lambda req: "4 * 12 = 48\nThe answer is 48.") as srv:
+        spec = JudgeSpec(kind="llm", base_url=srv.url, model="t", api_key_env="QMR_HOSTILE_KEY", timeout_s=1.0, max_retries=0)
+        srv.push("500", "no_choices", "html_json", "echo_key_401")
+        teacher = llm_teacher(spec, temperature=0.0, cache=tmp_path / "t.jsonl")
+        out = teacher([f"problem {i}" for i in range(6)], 1)
+        assert sorted(c[0] for c in out).count("") == 4 and teacher.failed == 4 and teacher.calls == 6
+        srv.reset_counts()
+        again = llm_teacher(spec, temperature=0.0, cache=tmp_path / "t.jsonl")([f"problem {i}" for i in range(6)], 1)
+        assert srv.requests == 4 and all(c[0].endswith("The answer is 48.") for c in again)
+    assert KEY.encode() not in (tmp_path / "t.jsonl").read_bytes()
+
+
+def test_failure_share_fails_the_stage_and_a_rerun_asks_only_the_failures(tmp_path, monkeypatch, default_params):
+    """30% malformed 200 replies: counted; the stage exits 2 above judge.max_failed_share (DVC does not
+    record it as done), 0 below it; once the endpoint is fixed a re-run asks only the failed cases."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("QMR_FAULT_KEY", "k")
+    write_judge_project(tmp_path, VARIANT, per_benchmark=10)
+    kinds = ("html_json", "empty_choice", "no_choices", "null_choices", "text_plain", "deep_body")
+    with OpenAIStubServer(failure_rate=0.3, failure_kinds=kinds, seed=3) as srv:
+        params = _params(default_params, srv.url)
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        first = CliRunner().invoke(main, ["judge", "--model", "toy", "--variant", VARIANT])
+        malformed = sum(srv.actions[k] for k in kinds)
+        assert malformed >= 3
+        assert first.exit_code == 2 and f"{malformed} of 20 case(s) failed" in first.output, first.output
+        assert "judge.max_failed_share 10%" in first.output and "Traceback" not in first.output
+        stats = json.loads((tmp_path / "data/judgments/toy" / f"{VARIANT}.stats.json").read_text())
+        assert stats["judges"]["llm"]["failed"] == malformed  # counted
+        params["judge"]["max_failed_share"] = 0.5  # the same faults under a looser limit: the stage passes
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        srv.reset_counts()
+        srv.failure_rate = 0.0  # the endpoint is fixed
+        again = CliRunner().invoke(main, ["judge", "--model", "toy", "--variant", VARIANT])
+        assert again.exit_code == 0, again.output
+        assert srv.requests == malformed  # only the failed cases were asked again

@@ -253,7 +253,7 @@ class Interrupting:
 
     def __init__(self, inner, at):
         self.inner, self.at, self.n = inner, at, 0
-        for k in ("name", "kind", "model", "prompt_version", "concurrency", "cacheable"):
+        for k in ("name", "kind", "model", "prompt_version", "concurrency", "cacheable", "fingerprint"):
             setattr(self, k, getattr(inner, k))
 
     def judge(self, case):

@@ -182,7 +182,7 @@ def test_packet_and_verdicts(tmp_path):
     js = [judgment("b", CE, 2, cid="toy/1"), judgment("a1", LR, 1, cid="toy/1")]
     label = vote_case({j["judge"]: j for j in js}, VoteSpec("b", ["a1"]), "toy/1", "w4")
     d = write_packet(packet_dir(tmp_path, case.id), case, js, label)
-    assert d.name == "toy_1"
+    assert d.name.startswith("toy_1-") and d.name != packet_dir(tmp_path, "toy_1").name  # collision-free
     for name in (
         "problem.txt",
         "answers.json",
@@ -572,9 +572,11 @@ def test_end_to_end_five_llm_judges(tmp_path, monkeypatch):
         assert m["accuracy"]["j3"]["step_accuracy"] < 1.0 and m["accuracy"]["j4"]["type_accuracy"] < 1.0
         assert m["judges"]["j2"]["invalid"] >= 1 and m["judges"]["j0"]["cost"] > 0
         assert m["agreement"]["fleiss_kappa"] is not None
-        # a second run makes zero calls and gives the same judgments
+        # a second run is served from the cache except the invalid replies, which are asked again (the
+        # biased j2 is invalid again, deterministically): the same judgments
         again = run_judges(cases, {name: build_judge(name, s) for name, s in specs.items()}, cache)
-        assert srv.requests == first_requests and again.calls_made == 0
+        reasked = sum(j["calls"] for j in run.judgments if not j["valid"])
+        assert reasked and srv.requests == first_requests + reasked and again.calls_made == reasked
         assert again.judgments == run.judgments
 
 
@@ -594,3 +596,14 @@ def test_confusion_rows_against_ground_truth():
         ("b", "computational_error", "undecided"),
         ("c", "no_error", "logical_reasoning_error"),
     ]
+
+
+@pytest.mark.parametrize("ids", [("q/1", "q_1"), ("..", "__"), ("a b", "a_b"), ("x" * 300, "x" * 301)])
+def test_packet_names_never_collide_and_stay_legal(tmp_path, ids):
+    """Ids that sanitize alike get different packets; a 300-character id is still a legal name."""
+    names = [packet_dir(tmp_path, i).name for i in ids]
+    assert names[0] != names[1]
+    for name in names:
+        assert 0 < len(name) <= 100 and "/" not in name and name not in (".", "..")
+        (tmp_path / name).mkdir()  # the file system accepts it
+    assert packet_dir(tmp_path, "toy-test-0a1b2c").name == "toy-test-0a1b2c"  # clean ids keep their names

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from qmr.config import Problem, field
+from qmr.config import SEED_MAX, Problem, field
 from qmr.io import write_json
 from qmr.restore.train import DEFAULT_TARGETS, RestoreConfig
 
@@ -61,7 +61,7 @@ class AlignConfig:
     epochs: float = field(1.0, help="passes over the examples (when max_steps is 0)")
     max_steps: int = field(0, help="optimizer steps (0 = use epochs)")
     max_length: int = field(512, help="tokens of prompt + solution kept")
-    seed: int = field(0, help="seed of the adapter init and the batch order")
+    seed: int = field(0, help="seed of the adapter init and the batch order", ge=0, le=SEED_MAX)
     checkpoint_steps: int = field(50, help="optimizer steps between resumable checkpoints under .qmr-cache/ (0 = none)")
 
     def check(self, key: str = "") -> list[Problem]:

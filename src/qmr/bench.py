@@ -6,6 +6,8 @@
 - storage: bytes of the quantized Linear weights (W4A16 g128, W8A8 per channel) vs 16 bits, for the
   toy's checkpoints (measured on disk) and for the paper's models (computed from their architecture's
   parameter shapes on the meta device: nothing is downloaded);
+- CPU kernels: toy base training pinned (``QMR_CPU_KERNELS=avx2``) vs the host's own kernels
+  (``native``), alternating in subprocesses: tokens/s, and whether the weights differ;
 - the pipeline: per-stage wall time and peak resident memory from a stage log (``QMR_STAGE_LOG``),
   e.g. of a fresh ``dvc repro`` and a ``dvc exp run -S recovery.subset=ME`` after it.
 """
@@ -116,6 +118,48 @@ def judge_speed(cases: list, tmp: Path, latency_s: float = 0.2, concurrency: int
     return out
 
 
+def kernel_speed(params_file: Path, steps: int = 300, repeats: int = 3) -> dict:
+    """Toy base training for ``steps`` steps, pinned vs native kernels, alternating ``repeats`` times.
+
+    Each run is a fresh ``python -m qmr base`` in a scratch project (the pin is process-wide and must
+    be set before torch loads). Returns per mode the tokens/s of every run, their median, the
+    weights' hashes, and the ratio of medians (pinned / native).
+    """
+    import hashlib
+    import os
+    import statistics
+    import subprocess
+    import sys
+    import tempfile
+
+    import yaml
+
+    from qmr.determinism import OVERRIDDEN, PINS
+
+    params = yaml.safe_load(Path(params_file).read_text(encoding="utf-8"))
+    params["base"]["toy"].update(max_steps=steps, train_seconds=0)
+    clean = {k: v for k, v in os.environ.items() if k not in {*PINS["avx2"], *OVERRIDDEN, "QMR_CPU_KERNELS", "QMR_STAGE_LOG"}}
+    out: dict = {"steps": steps, "repeats": repeats, "avx2": {"tokens_per_s": [], "weights": set()},
+                 "native": {"tokens_per_s": [], "weights": set()}}  # fmt: skip
+    for _ in range(repeats):
+        for mode in ("avx2", "native"):
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+                subprocess.run([sys.executable, "-m", "qmr", "base", "--model", next(iter(params["models"]))], cwd=tmp,
+                               env={**clean, "QMR_CPU_KERNELS": mode}, check=True, capture_output=True)  # fmt: skip
+                speed = json.loads(next(Path(tmp, "metrics/speed/base").glob("*.json")).read_text())
+                weights = next(Path(tmp, "models/base").glob("*/model.safetensors")).read_bytes()
+            out[mode]["tokens_per_s"].append(speed["tokens_per_s"])
+            out[mode]["weights"].add(hashlib.sha256(weights).hexdigest()[:16])
+            out[mode]["kernels"] = speed["kernels"]
+            log.info("kernels %s: %.0f tokens/s", mode, speed["tokens_per_s"])
+    for mode in ("avx2", "native"):
+        out[mode]["median_tokens_per_s"] = round(statistics.median(out[mode]["tokens_per_s"]), 1)
+        out[mode]["weights"] = sorted(out[mode]["weights"])
+    out["ratio"] = round(out["avx2"]["median_tokens_per_s"] / out["native"]["median_tokens_per_s"], 3)
+    return out
+
+
 def stage_breakdown(log_path: Path) -> dict:
     """Per-stage totals from a QMR_STAGE_LOG file: runs, seconds, peak resident memory."""
     per: dict = defaultdict(lambda: {"runs": 0, "seconds": 0.0, "peak_rss_mb": 0.0})
@@ -148,6 +192,16 @@ def render(results: dict) -> str:
         lines += ["## Quantized Linear weights vs 16 bits", "", "| model | Linear params | fp16 GB | W4A16 g128 GB | × | W8A8 GB | × |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['linear_params'] / 1e9:.2f}B | {r['fp16_gb']} | {r['w4a16_g128_gb']} | {r['w4a16_ratio']} | {r['w8a8_gb']} | {r['w8a8_ratio']} |" for r in s]
         lines += [""]
+    k = results.get("kernels")
+    if k:
+        cpu = k["native"].get("kernels", {}).get("cpu", "?")
+        lines += [f"## CPU kernels: toy base training, {k['steps']} steps, {k['repeats']} alternating runs each ({cpu})", "",
+                  "| kernels | ATen | MKL_CBWR | tokens/s (runs) | median | weights sha256 |", "|---|---|---|---|---|---|"]
+        for mode in ("avx2", "native"):
+            m = k[mode]
+            lines.append(f"| {mode} | {m['kernels']['aten_cpu_capability']} | {m['kernels']['mkl_cbwr'] or '—'} | "
+                         f"{', '.join(f'{t:.0f}' for t in m['tokens_per_s'])} | {m['median_tokens_per_s']:.0f} | {', '.join(m['weights'])} |")
+        lines += ["", f"Pinned / native: **{k['ratio']}×** the tokens/s.", ""]
     p = results.get("pipeline")
     if p:
         lines += ["## Pipeline (per stage: all instances summed)", "", "| stage | runs | seconds | peak RSS MB |", "|---|---|---|---|"]

@@ -302,31 +302,94 @@ def judge_bench_prm800k(out, source, alternatives):
 @main.command()
 @click.option("--tolerances", default=".ci/tolerances.yaml", show_default=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--rev", default="HEAD", show_default=True, help="git revision holding the reference metrics")
-def gate(tolerances, rev):
-    """CI metrics gate: `dvc metrics diff` against REV; exit 1 when a watched metric moves too far."""
+@click.option("--spread", is_flag=True, help="instead of gating: the spread of every watched quantity over the "
+              "workspace and the DVC experiments of REV (e.g. seeds), beside its tolerance")
+@click.option("--exp", "exps", multiple=True, help="with --spread: only these experiments (names or revs)")
+@click.option("--json", "as_json", is_flag=True, help="with --spread: print the rows as JSON")
+def gate(tolerances, rev, spread, exps, as_json):
+    """CI metrics gate: `dvc metrics diff` against REV; exit 1 when a watched metric moves too far.
+
+    \b
+    The tolerance file (.ci/tolerances.yaml) maps metrics files to dot-path globs and rules:
+      "toy.fp.test.accuracy": {max_drop: 0.03}
+      "toy.*.test.recovery_ratio": {aggregate: mean, max_drop: 0.2}
+    A pattern that matches no metric fails the gate (a typo must not pass silently). Tolerances come
+    from the measured spread of correct runs: `qmr gate --spread` after `dvc exp run -S base.toy.seed=N`.
+    """
     import json
     import subprocess
 
-    import yaml
+    from qmr.gate import GateConfigError, check, validate
 
-    from qmr.gate import check
-
+    try:
+        rules = validate(_read_tolerances(tolerances), tolerances)
+    except GateConfigError as exc:
+        click.echo(f"qmr gate: error: {exc}", err=True)
+        sys.exit(2)
+    if spread:
+        _gate_spread(rules, rev, exps, as_json)
+        return
     # this interpreter's dvc: the gate works without the environment's bin/ on PATH
     proc = subprocess.run([sys.executable, "-m", "dvc", "metrics", "diff", rev, "--all", "--json"], capture_output=True, text=True)
     if proc.returncode != 0:
         click.echo(f"qmr gate: dvc metrics diff failed: {proc.stderr.strip()}", err=True)
         sys.exit(2)
     diff = json.loads(proc.stdout or "{}")
-    violations, watched = check(diff, yaml.safe_load(open(tolerances)))
-    click.echo(f"{'metric':60s} {'committed':>10s} {'this run':>10s}")
+    violations, watched = check(diff, rules)
+    click.echo(f"{'metric':72s} {'committed':>10s} {'this run':>10s}")
     for file, key, old, new in watched:
-        click.echo(f"{file + ':' + key:60s} {str(old):>10s} {str(new):>10s}")
+        click.echo(f"{file + ':' + key:72s} {_num(old):>10s} {_num(new):>10s}")
     if violations:
-        click.echo(f"\nqmr gate: {len(violations)} watched metric(s) moved beyond tolerance ({tolerances}):", err=True)
+        click.echo(f"\nqmr gate: {len(violations)} problem(s) against {tolerances}:", err=True)
         for v in violations:
             click.echo(f"  - {v}", err=True)
         sys.exit(1)
     click.echo(f"qmr gate: {len(watched)} watched metrics within tolerance")
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def _read_tolerances(path: str):
+    import yaml
+
+    from qmr.gate import GateConfigError
+
+    try:
+        text = open(path, encoding="utf-8").read(1_000_001)
+        if len(text) > 1_000_000:
+            raise GateConfigError(f"{path}: larger than 1 MB; allowed: a small YAML mapping")
+        return yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise GateConfigError(f"{path}: cannot read it as UTF-8 YAML ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+
+
+def _gate_spread(rules: dict, rev: str, exps: tuple[str, ...], as_json: bool) -> None:
+    import json
+    import subprocess
+
+    from qmr.gate import experiment_metrics, spread
+
+    proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "--rev", rev], capture_output=True, text=True)
+    if proc.returncode != 0:
+        click.echo(f"qmr gate: dvc exp show failed: {proc.stderr.strip()}", err=True)
+        sys.exit(2)
+    runs = experiment_metrics(json.loads(proc.stdout or "[]"), only=exps)
+    if not runs:
+        click.echo("qmr gate: no experiments with metrics found; run e.g. `dvc exp run -S base.toy.seed=1` first", err=True)
+        sys.exit(2)
+    rows = spread(runs, rules, reference=next(iter(runs)))
+    if as_json:
+        click.echo(json.dumps({"runs": list(runs), "rows": rows}, indent=1))
+        return
+    names = list(runs)
+    click.echo("runs: " + ", ".join(names) + f" (reference: {names[0]})")
+    click.echo(f"{'metric':64s} {'mean':>8s} {'min':>8s} {'max':>8s} {'std':>8s} {'drop':>8s} {'rise':>8s}  tolerance")
+    for r in rows:
+        tol = ", ".join(f"{k} {r[k]}" for k in ("max_drop", "max_rise") if r.get(k) is not None)
+        click.echo(f"{r['file'] + ':' + r['metric']:64s} {r['mean']:8.4f} {r['min']:8.4f} {r['max']:8.4f} {r['std']:8.4f} "
+                   f"{r.get('largest_drop', 0):8.4f} {r.get('largest_rise', 0):8.4f}  {tol}")
 
 
 @main.command()
@@ -367,20 +430,27 @@ def ablation(ctx, model, variant, revs, num, out_stem):
     click.echo(text)
 
 
+BENCH_SECTIONS = ("generation", "judge", "storage", "kernels", "pipeline")
+
+
 @main.command()
 @click.option("--stage-log", type=click.Path(exists=True, dir_okay=False), help="a QMR_STAGE_LOG file from a `dvc repro` to break down per stage")
 @click.option("--prompts", default=200, show_default=True, help="test prompts for the generation comparison")
 @click.option("--cases", default=40, show_default=True, help="failure cases for the judging comparison")
 @click.option("--out", "out_stem", default="bench/results", show_default=True, help="writes OUT.json and OUT.md")
+@click.option("--only", "sections", multiple=True, type=click.Choice(BENCH_SECTIONS),
+              help="measure only these sections (repeatable); the others keep their earlier results in OUT.json")
 @click.pass_context
-def bench(ctx, stage_log, prompts, cases, out_stem):
+def bench(ctx, stage_log, prompts, cases, out_stem, sections):
     """Measure costs side by side on this machine: generation batching, judge concurrency and cache,
-    quantized storage (toy and paper-sized models), and per-stage time and memory of a pipeline run.
+    quantized storage (toy and paper-sized models), pinned vs native CPU kernels (toy base training),
+    and per-stage time and memory of a pipeline run.
 
     \b
     Needs the default pipeline's outputs (run `dvc repro` first). For the per-stage table:
       QMR_STAGE_LOG=$PWD/bench/stages.jsonl dvc repro -f && qmr bench --stage-log bench/stages.jsonl
     """
+    import json
     import platform
     import tempfile
     from pathlib import Path
@@ -398,17 +468,25 @@ def bench(ctx, stage_log, prompts, cases, out_stem):
     params = load_params(ctx.obj["params"])
     model = next(iter(params.models))
     set_determinism(params.seed, params.threads)
-    results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {params.threads}, python {platform.python_version()}"}
-    records = read_jsonl(paths.benchmark("test"))[:prompts]
-    results["generation"] = b.generation_speed(str(paths.quantized_model(model, params.evaluate.reference)),
-                                               [build_prompt(r["question"]) for r in records], params.generate.max_new_tokens)  # fmt: skip
-    variant = params.recovery.variants[0]
-    judge_cases = [case_from_dict(c) for c in read_jsonl(paths.cases(model, variant))[:cases]]
-    with tempfile.TemporaryDirectory() as tmp:
-        results["judge"] = b.judge_speed(judge_cases, Path(tmp))
-    results["storage"] = b.storage_table()
-    results["toy_storage"] = b.toy_storage()
-    if stage_log:
+    run = set(sections or BENCH_SECTIONS)
+    earlier = Path(out_stem + ".json")
+    results: dict = json.loads(earlier.read_text()) if sections and earlier.is_file() else {}
+    results["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {params.threads}, python {platform.python_version()}"
+    if "generation" in run:
+        records = read_jsonl(paths.benchmark("test"))[:prompts]
+        results["generation"] = b.generation_speed(str(paths.quantized_model(model, params.evaluate.reference)),
+                                                   [build_prompt(r["question"]) for r in records], params.generate.max_new_tokens)  # fmt: skip
+    if "judge" in run:
+        variant = params.recovery.variants[0]
+        judge_cases = [case_from_dict(c) for c in read_jsonl(paths.cases(model, variant))[:cases]]
+        with tempfile.TemporaryDirectory() as tmp:
+            results["judge"] = b.judge_speed(judge_cases, Path(tmp))
+    if "storage" in run:
+        results["storage"] = b.storage_table()
+        results["toy_storage"] = b.toy_storage()
+    if "kernels" in run:
+        results["kernels"] = b.kernel_speed(Path(ctx.obj["params"]))
+    if stage_log and "pipeline" in run:
         results["pipeline"] = b.stage_breakdown(Path(stage_log))
     write_json(Path(out_stem + ".json"), results)
     text = b.render(results)

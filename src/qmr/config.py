@@ -37,9 +37,14 @@ class ConfigError(ValueError):
         super().__init__("\n".join(lines))
 
 
-def field(default: Any = dataclasses.MISSING, *, help: str = "", default_factory: Any = dataclasses.MISSING):
-    """``dataclasses.field`` with a help string (shown by ``qmr params``)."""
-    kw: dict[str, Any] = {"metadata": {"help": help}}
+SEED_MAX = 2**32 - 1  # numpy's seeds: 0 .. 2**32 - 1
+
+
+def field(default: Any = dataclasses.MISSING, *, help: str = "", default_factory: Any = dataclasses.MISSING,
+          ge: float | None = None, le: float | None = None):  # fmt: skip
+    """``dataclasses.field`` with a help string (shown by ``qmr params``) and an optional numeric range
+    ``ge <= value <= le`` that validation enforces (a value outside is one problem naming the key)."""
+    kw: dict[str, Any] = {"metadata": {"help": help, "ge": ge, "le": le}}
     if default_factory is not dataclasses.MISSING:
         kw["default_factory"] = default_factory
     elif default is not dataclasses.MISSING:
@@ -107,6 +112,11 @@ def _convert(tp: Any, value: Any, key: str, problems: list[Problem]) -> Any:
             problems.append(Problem(key, value, _type_name(tp)))
             return None
         _, inner = get_args(tp) or (str, Any)
+        if dataclasses.is_dataclass(inner):
+            for k, v in value.items():
+                if v is None:  # `rtn-w2g128: null` must not become a default spec (a GPTQ W4 variant)
+                    problems.append(Problem(f"{key}.{k}", None, _type_name(inner)))
+            value = {k: v for k, v in value.items() if v is not None}
         return {str(k): _convert(inner, v, f"{key}.{k}", problems) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key, problems)
@@ -132,6 +142,11 @@ def from_dict(cls: type, data: Any, key: str = "", problems: list[Problem] | Non
     """Build ``cls`` from ``data``; append problems to ``problems`` (raise if it is None and any)."""
     raise_at_end = problems is None
     problems = [] if problems is None else problems
+    if data is None and key:  # `restore: null` must not silently become the code's defaults
+        problems.append(Problem(key, None, _type_name(cls) + " (null is not a mapping: delete the key for the defaults)"))
+        if raise_at_end:
+            raise ConfigError(problems)
+        return None
     if data is None:
         data = {}
     prefix = f"{key}." if key else ""
@@ -151,6 +166,8 @@ def from_dict(cls: type, data: Any, key: str = "", problems: list[Problem] | Non
         if name in data:
             before = len(problems)
             value = _convert(hints[name], data[name], f"{prefix}{name}", problems)
+            if len(problems) == before:
+                _check_range(f, value, f"{prefix}{name}", problems)
             if len(problems) > before and not _is_container(value):
                 broken.add(name)
             else:  # containers keep their valid parts; their problems are already recorded
@@ -173,6 +190,16 @@ def from_dict(cls: type, data: Any, key: str = "", problems: list[Problem] | Non
     if raise_at_end and problems:
         raise ConfigError(problems)
     return obj
+
+
+def _check_range(f: dataclasses.Field, value: Any, key: str, problems: list[Problem]) -> None:
+    ge, le = f.metadata.get("ge"), f.metadata.get("le")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or (ge is None and le is None):
+        return
+    if (ge is not None and value < ge) or (le is not None and value > le) or value != value:
+        lo = "" if ge is None else f">= {ge:g}" if isinstance(ge, float) else f">= {ge}"
+        hi = "" if le is None else f"<= {le:g}" if isinstance(le, float) else f"<= {le}"
+        problems.append(Problem(key, value, "a number " + " and ".join(x for x in (lo, hi) if x)))
 
 
 def _is_container(value: Any) -> bool:
@@ -200,3 +227,62 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
 
 def to_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj)
+
+
+# --------------------------------------------------------------------------------------------------
+# reading YAML config files safely
+
+MAX_YAML_BYTES = 1_000_000
+MAX_YAML_DEPTH = 64
+MAX_YAML_ALIASES = 100
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse a YAML config file, refusing what would silently mislead or exhaust the machine:
+    duplicate keys (YAML keeps the last one), more than ``MAX_YAML_ALIASES`` aliases (an alias bomb),
+    nesting deeper than ``MAX_YAML_DEPTH``, files over ``MAX_YAML_BYTES``. Raises ``ConfigError``."""
+    import yaml
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError([Problem("<file>", source, what)], source=source)
+
+    if len(text) > MAX_YAML_BYTES:
+        raise bad(f"a YAML file under {MAX_YAML_BYTES // 1_000_000} MB (got {len(text):,} characters)")
+    depth = aliases = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise bad(f"YAML nested at most {MAX_YAML_DEPTH} levels deep (line {event.start_mark.line + 1})")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+            elif isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                if aliases > MAX_YAML_ALIASES:
+                    raise bad(f"at most {MAX_YAML_ALIASES} YAML aliases (*name); this file has more (an alias bomb?)")
+        return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise bad(f"valid YAML ({' '.join(str(exc).split())})") from None
+
+
+def _unique_key_loader():
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.setdefault(key, line)
+                except TypeError:  # an unhashable key: let the base class report it
+                    continue
+                if first != line:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (lines {first} and {line}): YAML would keep only the last", key_node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+

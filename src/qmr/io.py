@@ -46,14 +46,29 @@ def write_json(path: str | Path, obj: Any) -> None:
     _atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
+def _read_text(path: Path) -> str:
+    """The file's text, or a DataFileError naming it: missing, a directory, unreadable, not UTF-8."""
     if not path.exists():
         raise DataFileError(f"{path}: file not found")
+    if not path.is_file():
+        raise DataFileError(f"{path}: not a regular file (a directory?); allowed: a UTF-8 JSON file")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFileError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); allowed: UTF-8 JSON") from None
+    except OSError as exc:
+        raise DataFileError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    text = _read_text(path)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataFileError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise DataFileError(f"{path}: JSON nested too deeply") from None
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
@@ -64,15 +79,15 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
 
 def iter_jsonl(path: str | Path, tolerate_partial_tail: bool = False) -> Iterator[dict]:
     path = Path(path)
-    if not path.exists():
-        raise DataFileError(f"{path}: file not found")
-    with path.open(encoding="utf-8") as fh:
-        lines = fh.readlines()
+    parts = _read_text(path).split("\n")  # not splitlines(): U+2028 and friends may sit inside JSON strings
+    lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
+        except RecursionError:
+            raise DataFileError(f"{path}:{lineno}: JSON nested too deeply") from None
         except json.JSONDecodeError as exc:
             if tolerate_partial_tail and lineno == len(lines) and not line.endswith("\n"):
                 return  # torn write at the tail of an append-only cache: drop it

@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
 from qmr.align import AlignConfig
-from qmr.config import ConfigError, Problem, field, from_dict
+from qmr.config import MAX_YAML_BYTES, SEED_MAX, ConfigError, Problem, field, from_dict, load_yaml
 from qmr.generation.base import GenerateConfig
 from qmr.locate.judges import JudgeSpec
 from qmr.locate.vote import VoteSpec
@@ -58,7 +56,7 @@ class BenchmarkSpec:
 
     source: Literal["toy", "local", "hub"] = field("toy", help="toy generator, a local file, or a hub dataset")
     split: str = field("test", help="toy: train | mine | test; hub: the dataset split")
-    size: int = field(0, help="number of problems (0 = all; toy: required > 0)")
+    size: int = field(0, help="number of problems (0 = all; toy: required > 0)", ge=0, le=10_000_000)
     role: Literal["train", "mine", "eval"] = field("eval", help="train (model training, calibration), mine (failure mining pool), eval (held out)")
     kind: Literal["math", "choice", "integer"] = field("math", help="answer kind for grading")
     path: str | None = field(None, help="local file (jsonl/json/csv/parquet) when source is 'local'")
@@ -73,8 +71,8 @@ class BenchmarkSpec:
         if self.source == "toy":
             if self.split not in TOY_SPLITS:
                 out.append(Problem(f"{key}.split", self.split, "one of " + ", ".join(TOY_SPLITS) + " for the toy source"))
-            if self.size <= 0:
-                out.append(Problem(f"{key}.size", self.size, "an integer > 0 for the toy source"))
+            if not 0 < self.size <= 50_000:
+                out.append(Problem(f"{key}.size", self.size, "an integer from 1 to 50000 for the toy source"))
             if self.families is not None:
                 from qmr.toy.problems import FAMILIES
 
@@ -111,8 +109,8 @@ class BaseConfig:
 @dataclass
 class CalibrationConfig:
     benchmark: str = field("train", help="benchmark (role train) whose problems calibrate GPTQ/AWQ/SmoothQuant")
-    samples: int = field(256, help="calibration sequences")
-    max_length: int = field(256, help="tokens per calibration sequence")
+    samples: int = field(256, help="calibration sequences", ge=1, le=100_000)
+    max_length: int = field(256, help="tokens per calibration sequence", ge=8, le=131_072)
 
 
 @dataclass
@@ -135,12 +133,15 @@ class JudgeConfig:
     variants: list[str] = field(default_factory=list, help="variants whose failures are judged (keys of quantize.variants)")
     judges: dict[str, JudgeSpec] = field(default_factory=dict, help="judge name -> spec (kind arithmetic | reference | llm)")
     cheap_first: bool = field(False, help="consult llm judges only where the offline judges leave a case undecided")
+    max_failed_share: float = field(
+        0.1, help="fail the stage (exit 2, answers so far kept in the cache) when more than this share of an llm "
+        "judge's cases ended in a failed call or an invalid reply; `dvc repro` then re-asks only those")
 
 
 @dataclass
 class Params:
-    seed: int = field(0, help="global seed")
-    threads: int = field(2, help="torch threads in every stage (fixed for determinism)")
+    seed: int = field(0, help="global seed", ge=0, le=SEED_MAX)
+    threads: int = field(2, help="torch threads in every stage (fixed for determinism)", ge=1, le=256)
     models: dict[str, ModelSpec] = field(default_factory=dict, help="model name -> spec")
     benchmarks: dict[str, BenchmarkSpec] = field(default_factory=dict, help="benchmark name -> spec")
     prepare: PrepareConfig = field(default_factory=PrepareConfig, help="stage prepare")
@@ -156,8 +157,6 @@ class Params:
 
     def check(self, key: str) -> list[Problem]:
         out: list[Problem] = []
-        if self.threads < 1:
-            out.append(Problem("threads", self.threads, "an integer >= 1"))
         if not self.models:
             out.append(Problem("models", self.models, "at least one model"))
         bench = self.benchmarks or {}
@@ -192,16 +191,27 @@ class Params:
                         f"a divisor of the toy model's layer widths (base.toy.hidden_size={toy.hidden_size}, "
                         f"intermediate_size={toy.intermediate_size})",
                     ))
-        for slug in variants:
-            if not _is_slug(slug):
-                out.append(Problem(f"quantize.variants.{slug}", slug, "a slug: lower-case letters, digits and '-'"))
-        for name in self.models:
-            if not _is_slug(name.replace(".", "-")):
-                out.append(Problem(f"models.{name}", name, "a slug: lower-case letters, digits, '.', '-'"))
+        # every name that becomes a path or a DVC key: one rule, checked before anything is written
+        for section, names, extra in (("quantize.variants", variants, ""), ("benchmarks", bench, "_"),
+                                      ("judge.judges", self.judge.judges or {}, "_"), ("models", self.models, ".")):  # fmt: skip
+            for name in names:
+                if not _is_slug(name, extra):
+                    allowed = "lower-case letters, digits, '-'" + "".join(f", {c!r}" for c in extra)
+                    out.append(Problem(f"{section}.{name}", name, f"a name of 1-64 {allowed}, starting with a letter or digit "
+                                       "(it becomes a file name)" + (" and no '..'" if extra == "." else "")))
+        for field_name, listed in (("generate.benchmarks", self.generate.benchmarks), ("judge.variants", self.judge.variants),
+                                   ("recovery.variants", self.recovery.variants), ("vote.auxiliaries", self.vote.auxiliaries)):  # fmt: skip
+            twice = sorted({x for x in listed if listed.count(x) > 1})
+            if twice:
+                out.append(Problem(field_name, listed, f"each name once (listed more than once: {', '.join(twice)})"))
         quantized = sorted(k for k, v in variants.items() if v.method != "none")
         for i, v in enumerate(self.judge.variants):
             if v not in quantized:
                 out.append(Problem(f"judge.variants[{i}]", v, "a quantized variant: " + ", ".join(quantized)))
+        if not 0 <= self.base.toy.seed <= SEED_MAX:  # (the other seeds carry their range on their field)
+            out.append(Problem("base.toy.seed", self.base.toy.seed, f"a number >= 0 and <= {SEED_MAX}"))
+        if not 0.0 <= self.judge.max_failed_share <= 1.0:
+            out.append(Problem("judge.max_failed_share", self.judge.max_failed_share, "a share in [0, 1]"))
         judges = self.judge.judges or {}
         for name in [self.vote.baseline, *self.vote.auxiliaries]:
             if judges and name not in judges:
@@ -226,20 +236,30 @@ class Params:
         return out
 
 
-def _is_slug(s: str) -> bool:
-    return bool(s) and all(c.islower() or c.isdigit() or c == "-" for c in s) and not s.startswith("-")
+def _is_slug(s: str, extra: str = "") -> bool:
+    """1-64 characters: lower-case letters, digits, '-' and ``extra``; starts with a letter or digit;
+    never '..' (so a name can never climb out of the folder it names a file in)."""
+    return (0 < len(s) <= 64 and (s[0].islower() or s[0].isdigit()) and ".." not in s
+            and all(c.islower() or c.isdigit() or c == "-" or c in extra for c in s))  # fmt: skip
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise ConfigError([Problem("<file>", str(path), "an existing params file")], source=str(path))
+    if not path.is_file():
+        raise ConfigError([Problem("<file>", str(path), "a params file (this is a directory or not a regular file)")], source=str(path))
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise ConfigError([Problem("<file>", str(path), f"a YAML file under {MAX_YAML_BYTES // 1_000_000} MB")], source=str(path))
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError([Problem("<file>", str(path), f"valid YAML ({exc})")], source=str(path)) from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem("<file>", str(path), f"a readable UTF-8 text file ({type(exc).__name__})")], source=str(path)) from None
+    raw = load_yaml(text, str(path))
+    if raw is None:
+        raise ConfigError([Problem("<file>", str(path), "a YAML mapping of sections (the file is empty)")], source=str(path))
     problems: list[Problem] = []
-    params = from_dict(Params, raw or {}, "", problems)
+    params = from_dict(Params, raw, "", problems)
     if problems:
         raise ConfigError(problems, source=str(path))
     return params

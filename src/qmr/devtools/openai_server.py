@@ -11,7 +11,14 @@ one of ``failure_kinds``), else ``"ok"``. Actions:
 - ``invalid``: prose without JSON; ``bad_type``: JSON with a type outside the taxonomy;
 - ``429`` / ``500``: an error status (with ``retry-after-ms`` so client retries are fast);
 - ``hang``: sleep ``hang_s`` (past the client's timeout) before answering;
-- ``latency:<s>``: answer ok after ``s`` seconds (``latency_s`` adds to every request).
+- ``latency:<s>``: answer ok after ``s`` seconds (``latency_s`` adds to every request);
+- hostile replies (the hardening tests): ``echo_key_400`` / ``echo_key_401`` / ``echo_key_500`` (an
+  error whose message echoes the request's bearer token, as some gateways do), ``html_json`` (an HTML
+  page under ``application/json``), ``text_plain`` (a 200 text/plain body), ``empty_choice``
+  (``choices: [{}]``), ``no_choices``, ``null_choices``, ``deep_body`` / ``deep_content`` (JSON nested
+  50,000 deep in the body / in the message), ``bad_usage`` (``usage.prompt_tokens: "abc"``),
+  ``example_then_answer`` (the format example quoted before the real verdict), ``trickle`` (headers,
+  then one byte every ``trickle_s`` seconds).
 
 The default responder derives a plausible verdict from the prompt: it reads the quantized solution
 section of the judge template (``Step k: ...`` lines), re-checks its arithmetic claims (first false one
@@ -34,7 +41,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -55,6 +62,16 @@ class Bias:
     def applies(self, model: str, prompt: str) -> bool:
         h = hashlib.sha256(f"{model}|{self.salt}|{prompt}".encode()).digest()
         return int.from_bytes(h[:8], "big") / 2**64 < self.rate
+
+
+@dataclass
+class Raw:
+    """A reply sent byte for byte (hostile bodies), optionally one byte every ``trickle_s`` seconds."""
+
+    body: bytes
+    content_type: str = "application/json"
+    trickle_s: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _first_user(request: dict[str, Any]) -> str:
@@ -132,6 +149,7 @@ class OpenAIStubServer:
         latency_s: float = 0.0,
         hang_s: float = 5.0,
         retry_after_ms: int = 1,
+        trickle_s: float = 0.5,
     ):
         self.responder: Responder = responder or default_responder
         self.biases = dict(biases or {})
@@ -140,6 +158,7 @@ class OpenAIStubServer:
         self.latency_s = latency_s
         self.hang_s = hang_s
         self.retry_after_ms = retry_after_ms
+        self.trickle_s = trickle_s
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._queue: deque[str] = deque()
@@ -179,19 +198,26 @@ class OpenAIStubServer:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
                     return
-                status, body, headers = server._handle(request)
+                status, body, headers = server._handle(request, self.headers.get("authorization", ""))
                 self._send(status, body, headers)
 
-            def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-                data = json.dumps(body).encode()
+            def _send(self, status: int, body: dict[str, Any] | Raw, headers: dict[str, str] | None = None) -> None:
+                raw = body if isinstance(body, Raw) else Raw(json.dumps(body).encode())
                 try:
                     self.send_response(status)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(data)))
-                    for k, v in (headers or {}).items():
+                    self.send_header("content-type", raw.content_type)
+                    self.send_header("content-length", str(len(raw.body)))
+                    for k, v in {**(headers or {}), **raw.headers}.items():
                         self.send_header(k, v)
                     self.end_headers()
-                    self.wfile.write(data)
+                    if not raw.trickle_s:
+                        self.wfile.write(raw.body)
+                        return
+                    for i in range(len(raw.body)):
+                        if server._stop.wait(raw.trickle_s):
+                            return
+                        self.wfile.write(raw.body[i : i + 1])
+                        self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout)
 
@@ -249,7 +275,7 @@ class OpenAIStubServer:
             return "ok"
 
     # -- answering -----------------------------------------------------------------------------
-    def _handle(self, request: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _handle(self, request: dict[str, Any], authorization: str = "") -> tuple[int, dict[str, Any] | Raw, dict[str, str]]:
         model = str(request.get("model", ""))
         prompt = _first_user(request)
         action = self._next_action(model)
@@ -282,6 +308,9 @@ class OpenAIStubServer:
             )
         if action == "500":
             return 500, {"error": {"message": "internal error (stub)", "type": "server_error"}}, retry
+        hostile = self._hostile(action, model, prompt, request, authorization)
+        if hostile is not None:
+            return hostile
         if action == "hang":
             self._stop.wait(self.hang_s)
         elif action.startswith("latency:"):
@@ -291,6 +320,41 @@ class OpenAIStubServer:
         else:
             content = self._verdict_content(model, prompt, request, action)
         return 200, self._completion(model, request, content), {}
+
+    def _hostile(self, action: str, model: str, prompt: str, request: dict[str, Any], authorization: str):
+        """The replies of a misbehaving endpoint or gateway (see the module docstring), or None."""
+        token = authorization.split(" ", 1)[-1]
+        if action.startswith("echo_key_"):
+            status = int(action.rsplit("_", 1)[1])
+            return status, {"error": {"message": f"Incorrect API key provided: {token}. Header was 'Authorization: {authorization}'",
+                                      "type": "invalid_request_error"}}, {"retry-after-ms": str(self.retry_after_ms)}  # fmt: skip
+        ok = self._completion(model, request, self._verdict_content(model, prompt, request, "ok"))
+        deep = "[" * 50_000 + "]" * 50_000
+        if action == "html_json":
+            return 200, Raw(b"<html><body><h1>502 Bad Gateway</h1></body></html>"), {}
+        if action == "text_plain":
+            return 200, Raw(b"OK", content_type="text/plain"), {}
+        if action == "empty_choice":
+            return 200, {**ok, "choices": [{}]}, {}
+        if action == "no_choices":
+            return 200, {k: v for k, v in ok.items() if k != "choices"}, {}
+        if action == "null_choices":
+            return 200, {**ok, "choices": None}, {}
+        if action == "deep_body":
+            return 200, Raw(('{"choices": ' + deep + "}").encode()), {}
+        if action == "deep_content":
+            return 200, self._completion(model, request, deep), {}
+        if action == "bad_usage":
+            return 200, {**ok, "usage": {"prompt_tokens": "abc", "completion_tokens": [1], "total_tokens": None}}, {}
+        if action == "example_then_answer":
+            example = json.dumps({"quantized_error_analysis": {"primary_error_type": "conceptual_misunderstanding",
+                                                               "error_step": 1, "explanation": "...", "confidence_score": 0.9}})  # fmt: skip
+            verdict = self._verdict_content(model, prompt, request, "ok")
+            text = f"The required format is {example}. My answer:\n{verdict}"
+            return 200, self._completion(model, request, text), {}
+        if action == "trickle":
+            return 200, Raw(json.dumps(ok).encode(), trickle_s=self.trickle_s), {}
+        return None
 
     def _verdict_content(self, model: str, prompt: str, request: dict[str, Any], action: str) -> str:
         verdict = self.responder(request)

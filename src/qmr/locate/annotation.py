@@ -36,9 +36,24 @@ class HumanVerdictError(DataFileError):
     """A human_verdict.json is malformed; the message names the file, the field, the value and what is allowed."""
 
 
+PACKET_NAME_MAX = 80
+
+
 def packet_name(case_id: str) -> str:
-    """A filesystem-safe directory name for a case id."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(case_id)).strip("._") or "case"
+    """A filesystem-safe, collision-free directory name for a case id (or a judge name).
+
+    A clean id (letters, digits, '.', '_', '-'; at most 80 characters) is its own name. Any other id
+    gets a readable prefix and a hash of the whole id, so ``q/1`` and ``q_1``, or ``..`` and ``__``,
+    never share a packet, and a 300-character id stays a legal file name. The id itself is in the
+    packet's ``vote_summary.json``.
+    """
+    s = str(case_id)
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("._")[:PACKET_NAME_MAX]
+    if clean == s:
+        return s
+    import hashlib
+
+    return f"{clean or 'case'}-{hashlib.sha256(s.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 
 
 def packet_dir(root: str | Path, case_id: str) -> Path:

@@ -1,12 +1,13 @@
 """Response cache and the judging loop.
 
 The cache is an append-only JSON Lines file (`qmr.io.JsonlAppender`: one fsync'd line per answer, a
-torn last line repaired on open). A record is a judgment; its key is ``(judge, prompt_version, model,
-input_hash)``, so an answer is reused for the same judge, template and model on the same content
-(whatever the case id or variant), and editing a case's content, the template version or the model
-asks again. Only ``cacheable`` judges (the llm ones) are cached; offline judges are re-run (they are
-free and deterministic). Judgments whose call failed (``error`` set) are never cached, so a re-run
-retries them; invalid *replies* are cached (they were paid for).
+torn last line repaired on open). A record is a judgment; its key is ``(judge, fingerprint, input_hash)``, so
+an answer is reused for the same judge on the same content (whatever the case id or variant), and
+editing a case's content, the template (version or text), the endpoint URL, the model or the sampling
+settings asks again. Only ``cacheable`` judges (the llm ones) are cached; offline judges are re-run
+(they are free and deterministic). Only valid answers are cached: a call that failed or a reply that
+stayed invalid after its re-asks is asked again by the next run (and counted: see the `judge` stage's
+``max_failed_share``).
 
 `run_judges` serves cached answers without calls, sends the rest to each judge's thread pool
 (``concurrency`` workers per judge, all judges in parallel), appends each answer to the cache the
@@ -38,37 +39,47 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def cache_key(judge: str, prompt_version: str, model: str, ihash: str) -> str:
-    return json.dumps([judge, prompt_version, model, ihash])
+def cache_key(judge: str, fingerprint: str, ihash: str) -> str:
+    return json.dumps([judge, fingerprint, ihash])
 
 
 def _key_of(rec: dict[str, Any]) -> str:
-    return cache_key(rec["judge"], rec["prompt_version"], rec["model"], rec["input_hash"])
+    return cache_key(rec["judge"], rec["cache_fingerprint"], rec["input_hash"])
 
 
 class JudgmentCache:
-    """Append-only judgment cache; the last record of a key wins."""
+    """Append-only judgment cache; the last record of a key wins.
+
+    The key is (judge name, the judge's ``fingerprint``, the case's input hash). An llm judge's
+    fingerprint covers everything that changes its answer: the prompt template's version *and text*,
+    the endpoint URL, the model, temperature, max_tokens and reasks. Only valid answers are stored.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._appender = JsonlAppender(self.path)
         self._records: dict[str, dict[str, Any]] = {}
+        stale = 0
         for rec in self._appender.existing():
             try:
                 self._records[_key_of(rec)] = rec
-            except KeyError:
-                log.warning("%s: a record without a cache key was ignored", self.path)
+            except (KeyError, TypeError):
+                stale += 1
+        if stale:
+            log.warning("%s: %d record(s) from an older cache format were ignored (asked again)", self.path, stale)
 
     def __len__(self) -> int:
         return len(self._records)
 
     def get(self, judge: Judge, case: Case) -> dict[str, Any] | None:
-        rec = self._records.get(cache_key(judge.name, judge.prompt_version, judge.model, input_hash(case)))
+        rec = self._records.get(cache_key(judge.name, getattr(judge, "fingerprint", ""), input_hash(case)))
         if rec is None:
             return None
-        return {**rec, "id": case.id, "variant": case.variant, "sample": case.qt_sample}
+        out = {k: v for k, v in rec.items() if k != "cache_fingerprint"}
+        return {**out, "id": case.id, "variant": case.variant, "sample": case.qt_sample}
 
-    def put(self, rec: dict[str, Any]) -> None:
+    def put(self, rec: dict[str, Any], fingerprint: str = "") -> None:
+        rec = {**rec, "cache_fingerprint": fingerprint}
         self._records[_key_of(rec)] = rec
         self._appender.append(rec)
 
@@ -233,8 +244,8 @@ def _judge_online(
             s["failed"] += 1
         elif not rec.get("valid"):
             s["invalid"] += 1
-        if cache is not None and not rec.get("error"):
-            cache.put(rec)
+        if cache is not None and rec.get("valid") and not rec.get("error") and not rec.get("error_kind"):
+            cache.put(rec, getattr(online[name], "fingerprint", ""))  # failures and invalid replies are asked again
         finished[name] += 1
         if rec.get("error_kind") not in DEAD_KINDS:
             dead_streak[name] = False

@@ -46,6 +46,16 @@ def load_template(prompt_version: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def env_var_name_ok(name: str) -> bool:
+    """A plausible environment variable NAME, and nothing that looks like a key pasted in its place
+    (a key has '-' or is long with lower-case letters and digits mixed)."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name):
+        return False
+    return not (len(name) >= 20 and re.search(r"[a-z]", name) and re.search(r"[0-9]", name))
+
+
 @dataclass
 class JudgeSpec:
     """One judge of the ensemble (a value of ``judge.judges`` in params.yaml)."""
@@ -82,10 +92,10 @@ class JudgeSpec:
             out.append(Problem(f"{p}base_url", self.base_url, "an http(s):// URL (required for kind llm)"))
         if not self.model:
             out.append(Problem(f"{p}model", self.model, "a model name (required for kind llm)"))
-        if self.api_key_env and not self.api_key_env.replace("_", "").isalnum():
-            out.append(
-                Problem(f"{p}api_key_env", self.api_key_env, "the NAME of an environment variable, not a key")
-            )
+        if self.api_key_env and not env_var_name_ok(self.api_key_env):
+            # never echo the value: it may be the key itself, pasted here by mistake
+            shown = f"<{len(self.api_key_env)} characters, not shown: it may be a key>"
+            out.append(Problem(f"{p}api_key_env", shown, "the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key"))
         try:
             load_template(self.prompt_version)
         except FileNotFoundError:

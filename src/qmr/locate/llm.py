@@ -22,12 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from typing import Any
 
+from qmr.endpoints import cap, make_client, redact, reply_content, safe_error
 from qmr.locate.cases import Case
-from qmr.locate.judges import JudgeConfigError, JudgeSpec, load_template, make_judgment
+from qmr.locate.judges import JudgeSpec, load_template, make_judgment
 from qmr.locate.taxonomy import ANSWERS, NO_ERROR, normalize_type
 from qmr.steps import number_steps
 
@@ -68,26 +68,43 @@ def render_prompt(template: str, case: Case) -> str:
 # reply parsing
 
 
+MAX_PARSE_CHARS = 100_000
+MAX_OBJECT_STARTS = 2_000
+
+
 def _json_objects(text: str) -> list[Any]:
+    """Every JSON object in ``text`` in reading order (```json fences first, then the bare text);
+    bounded in size and work, and never raises (deep nesting is skipped)."""
+    text = text[:MAX_PARSE_CHARS]
     fenced = re.findall(r"```(?:json|JSON)?\s*(.*?)```", text, re.S)
-    candidates = [*fenced, text]
     out: list[Any] = []
     dec = json.JSONDecoder()
-    for cand in candidates:
+    for cand in [*fenced, text]:
         s = cand.strip()
         try:
             out.append(json.loads(s))
             continue
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             pass
-        for m in re.finditer(r"\{", s):
+        pos, starts = 0, 0
+        while starts < MAX_OBJECT_STARTS:
+            i = s.find("{", pos)
+            if i < 0:
+                break
+            starts += 1
             try:
-                obj, _ = dec.raw_decode(s, m.start())
-            except json.JSONDecodeError:
+                obj, end = dec.raw_decode(s, i)
+            except (ValueError, RecursionError):
+                pos = i + 1
                 continue
             out.append(obj)
-            break
+            pos = end
     return out
+
+
+def _looks_like_verdict(obj: dict) -> bool:
+    inner = obj.get("quantized_error_analysis", obj)
+    return isinstance(inner, dict) and "primary_error_type" in inner
 
 
 def _as_step(value: Any) -> int | None:
@@ -111,7 +128,8 @@ def parse_verdict(text: str | None, n_steps: int) -> tuple[dict[str, Any] | None
     objs = [o for o in _json_objects(text) if isinstance(o, dict)]
     if not objs:
         return None, "no JSON object found in the reply"
-    obj = objs[0]
+    # the last verdict-shaped object: a reply may quote the format example before its answer
+    obj = next((o for o in reversed(objs) if _looks_like_verdict(o)), objs[-1])
     inner = obj.get("quantized_error_analysis", obj)
     if not isinstance(inner, dict):
         return None, "quantized_error_analysis is not an object"
@@ -178,21 +196,12 @@ class LLMJudge:
         self.concurrency = spec.concurrency
         self.template = load_template(spec.prompt_version)
         self.template_sha256 = hashlib.sha256(self.template.encode("utf-8")).hexdigest()
-        if spec.api_key_env:
-            api_key = os.environ.get(spec.api_key_env)
-            if not api_key:
-                raise JudgeConfigError(
-                    f"judge {name!r}: environment variable {spec.api_key_env} is not set "
-                    f"(judges.{name}.api_key_env names it); export the endpoint's API key in it, "
-                    "or set api_key_env: '' for an endpoint that needs no key"
-                )
-        else:
-            api_key = "no-key"
-        from openai import OpenAI
-
-        self._client = OpenAI(
-            base_url=spec.base_url, api_key=api_key, max_retries=spec.max_retries, timeout=spec.timeout_s
-        )
+        # everything that changes the answer: a cached reply is reused only when all of it is the same
+        what = [spec.prompt_version, self.template_sha256, spec.base_url.rstrip("/"), spec.model, spec.temperature,
+                spec.max_tokens, spec.reasks]  # fmt: skip
+        self.fingerprint = hashlib.sha256(json.dumps(what).encode("utf-8")).hexdigest()[:24]
+        self._client = make_client(base_url=spec.base_url, api_key_env=spec.api_key_env, timeout_s=spec.timeout_s,
+                                   max_retries=spec.max_retries, who=f"judge.judges.{name}")  # fmt: skip
 
     def prompt(self, case: Case) -> str:
         return render_prompt(self.template, case)
@@ -203,6 +212,13 @@ class LLMJudge:
         )
 
     def judge(self, case: Case) -> dict[str, Any]:
+        """One verdict for ``case``; never raises (any failure becomes an invalid judgment with a reason).
+
+        A call that fails (transport error after the client's retries, or a reply that carries no
+        message) is recorded with ``error``/``error_kind`` and is not cached, so a re-run asks again;
+        a reply that does not parse is re-asked ``reasks`` times, then recorded ``valid: False`` with
+        ``error_kind: invalid_reply`` (not cached either).
+        """
         import openai
 
         messages: list[dict[str, str]] = [{"role": "user", "content": self.prompt(case)}]
@@ -210,6 +226,14 @@ class LLMJudge:
         tokens_in = tokens_out = calls = retries = 0
         content = ""
         reason = ""
+
+        def failed(kind: str, error: str, explanation: str) -> dict[str, Any]:
+            log.warning("judge %s, case %s: call failed (%s): %s", self.name, case.id, kind, error)
+            return make_judgment(case, self, raw=cap(redact(content)) if content else None, valid=False, abstain=False,
+                                 explanation=explanation, error=error, error_kind=kind, tokens_in=tokens_in,
+                                 tokens_out=tokens_out, cost=self._cost(tokens_in, tokens_out), calls=calls,
+                                 retries=retries)  # fmt: skip
+
         for _attempt in range(1 + self.spec.reasks):
             calls += 1
             try:
@@ -219,66 +243,35 @@ class LLMJudge:
                     temperature=self.spec.temperature,
                     max_tokens=self.spec.max_tokens,
                 )
-                retries += int(getattr(raw, "retries_taken", 0) or 0)
-                completion = raw.parse()
             except openai.OpenAIError as exc:
-                kind = _error_kind(exc)
-                log.warning("judge %s, case %s: call failed (%s): %s", self.name, case.id, kind, exc)
-                return make_judgment(
-                    case,
-                    self,
-                    raw=content or None,
-                    valid=False,
-                    abstain=False,
-                    explanation=f"call failed after the client's retries: {type(exc).__name__}",
-                    error=f"{type(exc).__name__}: {exc}",
-                    error_kind=kind,
-                    tokens_in=tokens_in,
-                    tokens_out=tokens_out,
-                    cost=self._cost(tokens_in, tokens_out),
-                    calls=calls,
-                    retries=retries + self.spec.max_retries,
-                )
-            usage = getattr(completion, "usage", None)
-            if usage is not None:
-                tokens_in += int(getattr(usage, "prompt_tokens", 0) or 0)
-                tokens_out += int(getattr(usage, "completion_tokens", 0) or 0)
-            choices = getattr(completion, "choices", None) or []
-            content = (choices[0].message.content or "") if choices else ""
+                retries += self.spec.max_retries
+                return failed(_error_kind(exc), safe_error(exc), f"call failed after the client's retries: {type(exc).__name__}")
+            except Exception as exc:  # noqa: BLE001 - a hostile endpoint must not end the stage
+                return failed("other", safe_error(exc), f"call failed: {type(exc).__name__}")
+            retries += int(getattr(raw, "retries_taken", 0) or 0)
+            text, usage, problem = reply_content(raw)
+            tokens_in += usage["prompt_tokens"]
+            tokens_out += usage["completion_tokens"]
+            if text is None:
+                return failed("malformed_reply", redact(problem), f"unusable reply: {redact(problem)}")
+            content = text
             verdict, reason = parse_verdict(content, n_steps)
             if verdict is not None:
-                return make_judgment(
-                    case,
-                    self,
-                    raw=content,
-                    valid=True,
-                    abstain=False,
-                    tokens_in=tokens_in,
-                    tokens_out=tokens_out,
-                    cost=self._cost(tokens_in, tokens_out),
-                    calls=calls,
-                    retries=retries,
-                    **verdict,
-                )
+                verdict["explanation"] = cap(redact(verdict["explanation"]), 4_000)
+                return make_judgment(case, self, raw=cap(redact(content)), valid=True, abstain=False, tokens_in=tokens_in,
+                                     tokens_out=tokens_out, cost=self._cost(tokens_in, tokens_out), calls=calls,
+                                     retries=retries, **verdict)  # fmt: skip
             log.debug("judge %s, case %s: invalid reply (%s)", self.name, case.id, reason)
             messages = [
                 *messages,
-                {"role": "assistant", "content": content},
+                {"role": "assistant", "content": cap(content, 8_000)},
                 {"role": "user", "content": REASK.format(reason=reason)},
             ]
-        return make_judgment(
-            case,
-            self,
-            raw=content,
-            valid=False,
-            abstain=False,
-            explanation=f"invalid reply after {calls} call(s): {reason}",
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            cost=self._cost(tokens_in, tokens_out),
-            calls=calls,
-            retries=retries,
-        )
+        log.warning("judge %s, case %s: invalid reply after %d call(s): %s", self.name, case.id, calls, redact(reason))
+        return make_judgment(case, self, raw=cap(redact(content)), valid=False, abstain=False,
+                             explanation=cap(redact(f"invalid reply after {calls} call(s): {reason}"), 4_000), error_kind="invalid_reply",
+                             tokens_in=tokens_in, tokens_out=tokens_out, cost=self._cost(tokens_in, tokens_out),
+                             calls=calls, retries=retries)  # fmt: skip
 
 
 def raise_if_endpoint_dead(judgments: list[dict[str, Any]]) -> None:

@@ -45,7 +45,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from qmr.config import Problem, field
+from qmr.config import SEED_MAX, Problem, field
 from qmr.locate.judges import speaks
 from qmr.locate.taxonomy import NO_ERROR, category_of, rank
 
@@ -67,7 +67,7 @@ class VoteSpec:
     )
     match: Literal["type_step", "type"] = field("type_step", help="agreement on (type, step) or on type only")
     audit_fraction: float = field(0.02, help="share of accepted labels drawn for human audit (at least one)")
-    seed: int = field(0, help="seed of the audit draw")
+    seed: int = field(0, help="seed of the audit draw", ge=0, le=SEED_MAX)
 
     @property
     def judges(self) -> list[str]:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from qmr.config import Problem, field
+from qmr.config import SEED_MAX, Problem, field
 from qmr.prompts import build_prompt
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class RecoveryConfig:
         4, help="sampled teacher continuations per prompt; the first one graded correct is chosen"
     )
     teacher_temperature: float = field(0.7, help="teacher sampling temperature (> 0 when teacher_tries > 1)")
-    seed: int = field(0, help="seed of the pair selection (and of the teacher's sampling)")
+    seed: int = field(0, help="seed of the pair selection (and of the teacher's sampling)", ge=0, le=SEED_MAX)
     dedupe: bool = field(True, help="drop pairs with the same (prompt, chosen, rejected)")
     exclude_families: list[str] = field(
         default_factory=list,

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from qmr.config import Problem, field
+from qmr.config import SEED_MAX, Problem, field
 from qmr.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class RestoreConfig:
     max_length: int = field(
         512, help="tokens of prompt + completion kept (longer ones are truncated at the end)"
     )
-    seed: int = field(0, help="seed of the adapter init and the batch order")
+    seed: int = field(0, help="seed of the adapter init and the batch order", ge=0, le=SEED_MAX)
     checkpoint_steps: int = field(
         50, help="optimizer steps between resumable checkpoints under .qmr-cache/ (0 = none): a killed run resumes from the last"
     )

@@ -42,3 +42,16 @@ def run(params, model: str, variant: str) -> None:
     write_jsonl(paths.cases(model, variant), [case_to_dict(c) for c in cases])
     write_jsonl(paths.judgments(model, variant), result.judgments)
     write_json(paths.judgments(model, variant).with_suffix(".stats.json"), {"calls_made": result.calls_made, "calls_saved": result.calls_saved, "judges": result.stats})
+    # failed calls and invalid replies are not cached: above the allowed share the stage fails, so DVC
+    # does not record it as done and the next `dvc repro` re-asks exactly those
+    limit = params.judge.max_failed_share
+    over = []
+    for name, s in result.stats.items():
+        asked = s["cases"] - s["skipped_cheap_first"]
+        bad = s["failed"] + s["invalid"]
+        if judges[name].cacheable and asked and bad / asked > limit:
+            over.append(f"judge {name!r}: {bad} of {asked} case(s) failed or gave invalid replies ({s['failed']} failed, "
+                        f"{s['invalid']} invalid; {bad / asked:.0%} > judge.max_failed_share {limit:.0%})")  # fmt: skip
+    if over:
+        raise UserError("; ".join(over) + ". The valid answers are cached: fix the endpoint (or raise the share) and run "
+                        "`dvc repro` again to re-ask only the others.")  # fmt: skip

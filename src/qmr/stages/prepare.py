@@ -15,17 +15,36 @@ def _normalize_text(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def _toy_records(spec, seed: int, cfg, exclude: set[str], name: str) -> list[dict]:
+    """``spec.size`` problems of the toy split, skipping ``exclude`` (ids another eval benchmark of the
+    same split already holds). The generator is a deterministic stream, so asking for more and
+    filtering keeps the records it would have given anyway, in order."""
+    from qmr.toy.problems import generate_split
+
+    try:
+        records = generate_split(spec.split, spec.size + len(exclude), seed, spec.families, cfg=cfg)
+    except ValueError as exc:  # the number ranges cannot make that many distinct problems
+        raise UserError(f"benchmarks.{name}.size: got {spec.size}; {exc}") from None
+    return [r for r in records if r["id"] not in exclude][: spec.size]
+
+
 def run(params) -> None:
     built: dict[str, list[dict]] = {}
+    eval_ids: dict[str, str] = {}  # id -> the eval benchmark that holds it
     for name, spec in params.benchmarks.items():
         if spec.source == "toy":
-            from qmr.toy.problems import generate_split
-
-            records = generate_split(spec.split, spec.size, params.seed, spec.families, cfg=params.prepare.toy)
+            taken = {i for i, owner in eval_ids.items() if params.benchmarks[owner].source == "toy"} if spec.role == "eval" else set()
+            records = _toy_records(spec, params.seed, params.prepare.toy, taken, name)
         else:
             from qmr.benchmarks import load_benchmark
 
             records = load_benchmark(spec, name)
+        if spec.role == "eval":  # one problem, one evaluation benchmark: otherwise it is counted twice
+            for r in records:
+                owner = eval_ids.setdefault(r["id"], name)
+                if owner != name:
+                    raise UserError(f"benchmarks.{name}: problem id {r['id']!r} is also in eval benchmark {owner!r}; "
+                                    "allowed: each id in one evaluation benchmark (drop it from one of them)")  # fmt: skip
         built[name] = records
 
     toy = {n: r for n, r in built.items() if params.benchmarks[n].source == "toy"}

@@ -81,3 +81,8 @@ def run(params, model: str, variant: str) -> None:
         log.warning("%s/%s subset %s: no pairs (%s)", model, variant, cfg.subset, stats.get("message"))
     else:
         log.info("%s/%s subset %s: %d pairs (%d dropped unverified)", model, variant, cfg.subset, len(pairs), stats.get("dropped_unverified", 0))
+    failed, calls = getattr(teacher, "failed", 0), getattr(teacher, "calls", 0)
+    if calls and failed / calls > params.judge.max_failed_share:  # endpoint teacher: failures are not cached
+        raise UserError(f"recovery.teacher {cfg.teacher!r}: {failed} of {calls} call(s) failed or gave no usable reply "
+                        f"({failed / calls:.0%} > judge.max_failed_share {params.judge.max_failed_share:.0%}); the answered "
+                        "prompts are cached: fix the endpoint and run `dvc repro` again to ask only the others")  # fmt: skip
