@@ -51,6 +51,29 @@ CASES = [
     ("unknown-variant-option", {}, None, ["generate", "--model", "toy", "--variant", "gptq-w5", "--benchmark", "test"],
      ["--variant", "'gptq-w5'", "allowed:", "gptq-w4a16"]),
     ("unknown-model-option", {}, None, ["base", "--model", "gpt2"], ["--model", "'gpt2'", "allowed: toy"]),
+    # issue 14: every unreadable input is one clear error
+    ("benchmark-is-a-directory", {"ext.jsonl/x": ""},
+     lambda p: _local_benchmark(p, "ext.jsonl"), ["prepare"], ["ext.jsonl", "a folder without .csv, .jsonl or .parquet files"]),
+    ("latin-1-bytes", {"ext.jsonl": b'{"question": "caf\xe9?", "answer": "#### 2"}\n'},
+     lambda p: _local_benchmark(p, "ext.jsonl"), ["prepare"], ["ext.jsonl", "not UTF-8"]),
+    ("binary-bytes", {"ext.json": bytes(range(256))},
+     lambda p: _local_benchmark(p, "ext.json"), ["prepare"], ["ext.json", "not UTF-8"]),
+    ("invalid-json-file", {"ext.json": "[{\"question\": 1,"},
+     lambda p: _local_benchmark(p, "ext.json"), ["prepare"], ["ext.json", "not valid JSON"]),
+    ("json-file-is-a-number", {"ext.json": "42"},
+     lambda p: _local_benchmark(p, "ext.json"), ["prepare"], ["ext.json", "allowed: a list of records"]),
+    ("invalid-parquet", {"ext.parquet": b"PAR1 this is not parquet"},
+     lambda p: _local_benchmark(p, "ext.parquet"), ["prepare"], ["ext.parquet", "not a readable parquet file"]),
+    ("non-string-question", {"ext.jsonl": '{"question": 5, "answer": "#### 2"}\n'},
+     lambda p: _local_benchmark(p, "ext.jsonl", format="gsm8k"), ["prepare"], ["ext.jsonl", "record 0", "wrong type"]),
+    ("record-without-id", {"ext.jsonl": '{"question": "1+1?", "answer": "2", "plan": []}\n'},
+     lambda p: _local_benchmark(p, "ext.jsonl", format="toy"), ["prepare"], ["ext.jsonl", "record 0", "'id' = <missing>"]),
+    ("same-id-in-two-eval-benchmarks", {"ext.jsonl": '{"id": "x1", "question": "1+1?", "answer": "2", "plan": []}\n',
+                                        "ext2.jsonl": '{"id": "x1", "question": "2+2?", "answer": "4", "plan": []}\n'},
+     lambda p: {**_local_benchmark(p, "ext.jsonl", format="toy"),
+                "benchmarks": {**_local_benchmark(p, "ext.jsonl", format="toy")["benchmarks"],
+                               "ext2": {"source": "local", "path": "ext2.jsonl", "role": "eval", "format": "toy"}}},
+     ["prepare"], ["benchmarks.ext2", "'x1'", "also in eval benchmark 'ext'"]),
 ]  # fmt: skip
 
 
@@ -62,7 +85,7 @@ def test_bad_input_exits_2_naming_it_and_keeps_earlier_work(tmp_path, monkeypatc
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     for name, content in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(content)
+        (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
     earlier = tmp_path / "metrics" / "evaluate.json"  # stands for everything computed before
     earlier.parent.mkdir(parents=True, exist_ok=True)
     earlier.write_text(SENTINEL)

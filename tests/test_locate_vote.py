@@ -607,3 +607,16 @@ def test_packet_names_never_collide_and_stay_legal(tmp_path, ids):
         assert 0 < len(name) <= 100 and "/" not in name and name not in (".", "..")
         (tmp_path / name).mkdir()  # the file system accepts it
     assert packet_dir(tmp_path, "toy-test-0a1b2c").name == "toy-test-0a1b2c"  # clean ids keep their names
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: p.mkdir(), "not a regular file"),
+    (lambda p: p.write_bytes(b'{"quantized_error_analysis": {"explanation": "caf\xe9"}}'), "not UTF-8"),
+    (lambda p: p.write_text("[" * 50_000 + "]" * 50_000), "nested too deeply"),
+])  # fmt: skip
+def test_unreadable_verdict_file_is_a_clear_error(tmp_path, make, fragment):
+    path = tmp_path / VERDICT_FILE
+    make(path)
+    with pytest.raises(HumanVerdictError) as err:
+        read_human_verdict(path, n_steps=4)
+    assert str(path) in str(err.value) and fragment in str(err.value)

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from qmr.cli import main
 
 
-def _set(d: dict, dotted: str, value):
-    keys = dotted.split(".")
+def _set(d: dict, dotted, value):
+    keys = list(dotted) if isinstance(dotted, tuple) else dotted.split(".")  # a tuple for keys with dots
     for k in keys[:-1]:
         d = d.setdefault(k, {})
     if value is _DELETE:
@@ -51,10 +51,29 @@ BAD = [
     ("align.lora_r", 0, "align.lora_r", ">= 1"),
     ("base.toy.style", "poetry", "base.toy.style", "'freeform'"),
     ("restore.checkpoint_steps", -1, "restore.checkpoint_steps", ">= 0"),
+    # issue 14 (hardening, round two): names that become paths, duplicates, silent misreadings, ranges
+    (("benchmarks", "../../../escaped"), {"source": "toy", "split": "test", "size": 5}, "benchmarks.../../../escaped", "file name"),
+    ("judge.judges.X/y", {"kind": "reference"}, "judge.judges.X/y", "lower-case letters"),
+    (("models", "a..b"), {"source": "toy"}, "models.a..b", "no '..'"),
+    ("generate.benchmarks", ["test", "control", "test", "mine"], "generate.benchmarks", "listed more than once: test"),
+    ("judge.variants", ["rtn-w2g32", "rtn-w2g32"], "judge.variants", "each name once"),
+    ("quantize.variants.rtn-w2g128", None, "quantize.variants.rtn-w2g128", "a mapping with keys"),
+    ("restore", None, "restore", "null is not a mapping"),
+    ("vote", _DELETE, "vote", "the section, as in the default params.yaml"),
+    ("quantize.calibration.samples", -5, "quantize.calibration.samples", ">= 1"),
+    ("quantize.calibration.max_length", 0, "quantize.calibration.max_length", ">= 8"),
+    ("seed", -1, "seed", ">= 0 and <= 4294967295"),
+    ("seed", 2**32, "seed", "<= 4294967295"),
+    ("base.toy.seed", -3, "base.toy.seed", ">= 0"),
+    ("restore.seed", 2**40, "restore.seed", "<= 4294967295"),
+    ("threads", 1000000, "threads", "<= 256"),
+    ("benchmarks.test.size", 10**9, "benchmarks.test.size", "1 to 50000"),
+    ("judge.judges", {}, "judge.judges", "the vote's baseline judge"),
+    ("judge.max_failed_share", 1.5, "judge.max_failed_share", "[0, 1]"),
 ]
 
 
-@pytest.mark.parametrize("key,value,named,allowed", BAD, ids=[b[0] + "=" + repr(b[1])[:20] for b in BAD])
+@pytest.mark.parametrize("key,value,named,allowed", BAD, ids=[".".join(b[0]) if isinstance(b[0], tuple) else b[0] + "=" + repr(b[1])[:20] for b in BAD])
 def test_bad_params_exit_2_naming_the_key(tmp_path, default_params, key, value, named, allowed):
     params = copy.deepcopy(default_params)
     _set(params, key, value)
@@ -95,3 +114,31 @@ def test_default_params_are_valid():
     params = load_params("params.yaml")
     assert "fp" in params.quantize.variants
     assert params.quantize.variants["fp"].method == "none"
+
+
+RAW = [
+    # (id, params file content, fragment of the one-line error)
+    ("duplicate-key", "seed: 0\nthreads: 2\nseed: 1\n", "duplicate key 'seed' (lines 1 and 3)"),
+    ("alias-bomb", "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(f"b{i}: &b{i} [*{'a' if i == 0 else f'b{i-1}'}, *{'a' if i == 0 else f'b{i-1}'}]\n" for i in range(60)), "YAML aliases"),
+    ("nested-5000", "seed: " + "[" * 5000 + "]" * 5000 + "\n", "nested at most 64 levels"),
+    ("empty-file", "", "the file is empty"),
+    ("latin-1", "seed: 0 # caf\xe9\n", "UTF-8"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("content, fragment", [r[1:] for r in RAW], ids=[r[0] for r in RAW])
+def test_unreadable_params_file_is_one_clear_error(tmp_path, content, fragment):
+    import time
+
+    path = tmp_path / "params.yaml"
+    path.write_bytes(content.encode("latin-1"))
+    t0 = time.monotonic()
+    result = CliRunner().invoke(main, ["--params", str(path), "params", "check", str(path)])
+    assert result.exit_code == 2 and fragment in result.output, result.output
+    assert "Traceback" not in result.output and time.monotonic() - t0 < 10
+
+
+def test_params_file_that_is_a_directory(tmp_path):
+    (tmp_path / "p.yaml").mkdir()
+    result = CliRunner().invoke(main, ["--params", str(tmp_path / "p.yaml"), "prepare"])
+    assert result.exit_code == 2 and "not a regular file" in result.output and "Traceback" not in result.output

@@ -224,3 +224,28 @@ def test_training_is_deterministic(tmp_path):
         train_toy_model(cfg, tmp_path / run, threads=1)
     for name in ("model.safetensors", "train_log.json", "config.json", "tokenizer.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_prepare_keeps_toy_eval_benchmarks_disjoint(tmp_path, monkeypatch) -> None:
+    """`test` and `control` draw from the same toy split: `control` skips the problems `test` holds
+    (they shared 5 ids before), keeps its size, and keeps the generator's order otherwise."""
+    import shutil
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from qmr.cli import main
+    from qmr.io import read_jsonl
+    from qmr.params import load_params
+    from qmr.toy.problems import generate_split
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", tmp_path / "params.yaml")
+    result = CliRunner().invoke(main, ["prepare"])
+    assert result.exit_code == 0, result.output
+    test = {r["id"] for r in read_jsonl("data/benchmarks/test.jsonl")}
+    control = [r["id"] for r in read_jsonl("data/benchmarks/control.jsonl")]
+    assert len(control) == 300 and not test & set(control)
+    raw = [r["id"] for r in generate_split("test", 310, 0, ["garden"], cfg=load_params("params.yaml").prepare.toy)]
+    assert control == [i for i in raw if i not in test][:300]
+    assert len(test & set(raw[:300])) > 0  # without the exclusion they would overlap

@@ -25,23 +25,41 @@ LETTERS = "ABCD"
 
 
 def _read_rows(path: Path) -> list[dict]:
+    """The raw rows of one local file; any unreadable file is a DataFileError naming it."""
+    from qmr.io import read_text_file
+
     suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".parquet", ".csv"):
+        raise DataFileError(f"{path}: unsupported file type {suffix!r}; allowed: .jsonl, .json, .csv, .parquet")
     if suffix == ".jsonl":
-        return read_jsonl(path)
-    if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, list) else data.get("data", [])
-    if suffix == ".parquet":
+        rows = read_jsonl(path)
+    elif suffix == ".json":
+        try:
+            data = json.loads(read_text_file(path))
+        except (ValueError, RecursionError) as exc:
+            raise DataFileError(f"{path}: not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+        rows = data if isinstance(data, list) else data.get("data", []) if isinstance(data, dict) else None
+        if not isinstance(rows, list):
+            raise DataFileError(f"{path}: got a JSON {type(data).__name__}; allowed: a list of records or {{\"data\": [...]}}")
+    elif suffix == ".parquet":
         import pandas as pd
 
-        return pd.read_parquet(path).to_dict("records")
-    if suffix == ".csv":
+        if not path.is_file():
+            raise DataFileError(f"{path}: not a regular file; allowed: a parquet file")
+        try:
+            rows = pd.read_parquet(path).to_dict("records")
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a broken file
+            raise DataFileError(f"{path}: not a readable parquet file ({type(exc).__name__})") from None
+    else:
         import csv
+        import io
 
-        with path.open(encoding="utf-8", newline="") as fh:
-            rows = list(csv.reader(fh))
-        return [{"question": r[0], "A": r[1], "B": r[2], "C": r[3], "D": r[4], "answer": r[5], "_csv": True} for r in rows if len(r) >= 6]
-    raise DataFileError(f"{path}: unsupported file type {suffix!r}; allowed: .jsonl, .json, .csv, .parquet")
+        rows = [{"question": r[0], "A": r[1], "B": r[2], "C": r[3], "D": r[4], "answer": r[5], "_csv": True}
+                for r in csv.reader(io.StringIO(read_text_file(path), newline="")) if len(r) >= 6]  # fmt: skip
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise DataFileError(f"{path}: record {bad} is a {type(rows[bad]).__name__}; allowed: a JSON object per record")
+    return rows
 
 
 def _guess_format(row: dict) -> str:
@@ -145,6 +163,17 @@ def normalize(row: dict, fmt: str, name: str, index: int) -> dict:
     raise DataFileError(f"unknown format {fmt!r}; allowed: toy, gsm8k, math, aime, mmlu, prm800k")
 
 
+def _check_record(rec: dict, fmt: str, index: int) -> None:
+    """A normalized record has a string id, a non-empty string question and an answer."""
+    for key in ("id", "question"):
+        value = rec.get(key)
+        if not isinstance(value, str) or not value.strip():
+            shown = "<missing>" if key not in rec else repr(value)[:60]
+            raise DataFileError(f"record {index}: field {key!r} = {shown}; allowed: a non-empty string (format {fmt})")
+    if rec.get("answer") is None:
+        raise DataFileError(f"record {index}: missing field 'answer' (format {fmt})")
+
+
 def load_benchmark(spec, name: str) -> list[dict]:
     """Load a local file/folder or hub dataset described by a BenchmarkSpec into benchmark records."""
     if spec.source == "hub":
@@ -161,7 +190,7 @@ def load_benchmark(spec, name: str) -> list[dict]:
         for f in files:
             rows.extend(_read_rows(f))
     if not rows:
-        raise DataFileError(f"{where}: no records")
+        raise DataFileError(f"{where}: no records" + (" (a folder without .csv, .jsonl or .parquet files)" if spec.source != "hub" and Path(spec.path).is_dir() else ""))
     fmt = spec.format if spec.format != "auto" else _guess_format(rows[0])
     if fmt == "prm800k":
         try:
@@ -173,7 +202,13 @@ def load_benchmark(spec, name: str) -> list[dict]:
     records, seen = [], {}
     for i, row in enumerate(rows):
         try:
-            rec = normalize(row, fmt, name, i)
+            try:
+                rec = normalize(row, fmt, name, i)
+            except (TypeError, AttributeError, ValueError) as exc:  # a field of the wrong type (a number for a text, ...)
+                if isinstance(exc, DataFileError):
+                    raise
+                raise DataFileError(f"record {i}: a field has the wrong type for format {fmt} ({type(exc).__name__}: {exc})") from None
+            _check_record(rec, fmt, i)
         except DataFileError as exc:
             raise DataFileError(f"{where}: {exc}") from None
         # A benchmark may repeat a question (MMLU STEM does, across subjects): every row is kept, as

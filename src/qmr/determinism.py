@@ -54,7 +54,7 @@ def pin_cpu_kernels(environ: MutableMapping[str, str] = os.environ) -> str:
         raise ConfigError([Problem(KERNELS_ENV, choice, " | ".join(PINS))], source="environment")
     if choice == "native" or platform.machine().lower() not in X86:
         return "native"
-    if "torch" in sys.modules:
+    if "torch" in sys.modules and any(environ.get(k) != v for k, v in PINS[choice].items()):
         log.warning("torch was imported before the CPU kernels were pinned; this process runs the host's kernels")
     for name in OVERRIDDEN:
         environ.pop(name, None)

@@ -46,7 +46,7 @@ def write_json(path: str | Path, obj: Any) -> None:
     _atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
-def _read_text(path: Path) -> str:
+def read_text_file(path: Path) -> str:
     """The file's text, or a DataFileError naming it: missing, a directory, unreadable, not UTF-8."""
     if not path.exists():
         raise DataFileError(f"{path}: file not found")
@@ -62,7 +62,7 @@ def _read_text(path: Path) -> str:
 
 def read_json(path: str | Path) -> Any:
     path = Path(path)
-    text = _read_text(path)
+    text = read_text_file(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -79,7 +79,7 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
 
 def iter_jsonl(path: str | Path, tolerate_partial_tail: bool = False) -> Iterator[dict]:
     path = Path(path)
-    parts = _read_text(path).split("\n")  # not splitlines(): U+2028 and friends may sit inside JSON strings
+    parts = read_text_file(path).split("\n")  # not splitlines(): U+2028 and friends may sit inside JSON strings
     lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():

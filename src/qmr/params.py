@@ -213,8 +213,10 @@ class Params:
         if not 0.0 <= self.judge.max_failed_share <= 1.0:
             out.append(Problem("judge.max_failed_share", self.judge.max_failed_share, "a share in [0, 1]"))
         judges = self.judge.judges or {}
+        if self.judge.variants and not judges:
+            out.append(Problem("judge.judges", judges, "at least the vote's baseline judge when judge.variants is not empty"))
         for name in [self.vote.baseline, *self.vote.auxiliaries]:
-            if judges and name not in judges:
+            if (judges or self.judge.variants) and name not in judges:
                 out.append(Problem("vote", name, "a judge name from judge.judges: " + ", ".join(sorted(judges))))
         for i, v in enumerate(self.recovery.variants):
             if v not in self.judge.variants:
@@ -259,6 +261,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if raw is None:
         raise ConfigError([Problem("<file>", str(path), "a YAML mapping of sections (the file is empty)")], source=str(path))
     problems: list[Problem] = []
+    if isinstance(raw, dict):  # a section left out would silently take the code's defaults, which differ
+        import dataclasses  # from the documented default file: every section is spelt out
+
+        problems += [Problem(f.name, "<missing>", "the section, as in the default params.yaml (`qmr params show` lists "
+                             "every key)") for f in dataclasses.fields(Params) if f.name not in raw]  # fmt: skip
     params = from_dict(Params, raw, "", problems)
     if problems:
         raise ConfigError(problems, source=str(path))
