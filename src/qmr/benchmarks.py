@@ -34,8 +34,9 @@ def _read_rows(path: Path) -> list[dict]:
     if suffix == ".jsonl":
         rows = read_jsonl(path)
     elif suffix == ".json":
+        text = read_text_file(path)
         try:
-            data = json.loads(read_text_file(path))
+            data = json.loads(text)
         except (ValueError, RecursionError) as exc:
             raise DataFileError(f"{path}: not valid JSON ({str(exc).splitlines()[0][:120]})") from None
         rows = data if isinstance(data, list) else data.get("data", []) if isinstance(data, dict) else None
