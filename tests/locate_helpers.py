@@ -127,8 +127,8 @@ def write_judge_project(root, variant: str, per_benchmark: int = 4) -> None:
     problem, ``variant`` makes a computational error in the first step of each."""
     from qmr.generation.base import Completion
     from qmr.io import write_jsonl
-    from qmr.stages.generate import make_traces
     from qmr.toy.problems import generate_split
+    from qmr.traces import make_traces
 
     for bench in ("test", "mine"):
         records = generate_split(bench, per_benchmark, seed=0)

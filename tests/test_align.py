@@ -65,7 +65,8 @@ def test_lora_sft_merges_into_a_plain_checkpoint(tmp_path):
     from safetensors.torch import load_file
 
     from qmr.align import train_align
-    from qmr.quant.load import check_checkpoint, load_model
+    from qmr.checkpoints import check_checkpoint
+    from qmr.quant.load import load_model
     from qmr.toy.train import ToyModelConfig, train_toy_model
 
     base = tmp_path / "base"

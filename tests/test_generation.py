@@ -7,11 +7,12 @@ import json
 
 import pytest
 
+from qmr.errors import UserError
 from qmr.generation import BACKENDS, GenerateConfig, MissingExtraError, backend_from_config, get_backend
 
 
 def test_unknown_backend_names_the_key_and_the_choices():
-    with pytest.raises(ValueError, match=r"generate.backend: got 'tgi'; allowed: transformers, vllm"):
+    with pytest.raises(UserError, match=r"generate.backend: got 'tgi'; allowed: transformers, vllm"):
         get_backend("tgi", "models/none")
 
 

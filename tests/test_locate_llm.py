@@ -14,9 +14,10 @@ import pytest
 from locate_helpers import computational_case, toy_case
 from qmr.config import ConfigError, from_dict
 from qmr.devtools.openai_server import Bias, OpenAIStubServer, quantized_steps
+from qmr.endpoints import EndpointConfigError
 from qmr.io import read_jsonl
 from qmr.locate.cache import JudgmentCache, run_judges
-from qmr.locate.judges import JudgeConfigError, JudgeSpec, build_judge, load_template, template_names
+from qmr.locate.judges import JudgeSpec, build_judge, load_template, template_names
 from qmr.locate.llm import EndpointDeadError, parse_verdict, raise_if_endpoint_dead, render_prompt
 from qmr.locate.taxonomy import TYPES
 from qmr.locate.vote import VoteSpec
@@ -215,7 +216,7 @@ def test_hang_times_out(server):
 
 def test_missing_key_raises_before_any_work(server, monkeypatch):
     monkeypatch.delenv(KEY_ENV)
-    with pytest.raises(JudgeConfigError, match=KEY_ENV):
+    with pytest.raises(EndpointConfigError, match=KEY_ENV):
         build_judge("a", spec(server))
     assert server.requests == 0
     assert build_judge("a", spec(server, api_key_env="")).judge(toy_case(CE_CASE))[

@@ -21,16 +21,7 @@ from qmr.locate.annotation import (
     write_packet,
 )
 from qmr.locate.cache import run_judges
-from qmr.locate.judge_bench import (
-    attach_gold,
-    judge_bench,
-    processbench_from_prm800k_raw,
-    processbench_from_stepwise_critic,
-    read_prm800k_raw,
-    read_processbench,
-    validate_processbench,
-    write_processbench,
-)
+from qmr.locate.judge_bench import attach_gold, judge_bench
 from qmr.locate.judges import JudgeSpec, build_judge
 from qmr.locate.metrics import (
     error_type_rows,
@@ -41,6 +32,14 @@ from qmr.locate.metrics import (
 )
 from qmr.locate.offline import ground_truth_for
 from qmr.locate.vote import VoteSpec, draw_audit, group_judgments, vote_all, vote_case
+from qmr.processbench import (
+    processbench_from_prm800k_raw,
+    processbench_from_stepwise_critic,
+    read_prm800k_raw,
+    read_processbench,
+    validate_processbench,
+    write_processbench,
+)
 
 CE, LR, CO = "computational_error", "logical_reasoning_error", "contextual_oversight"
 PAPER = VoteSpec(baseline="b", auxiliaries=["a1", "a2", "a3", "a4"])

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from qmr.config import from_dict
+from qmr.errors import UserError
 from qmr.quant.spec import QuantSpec, scheme_name, variant_slug
 
 # ---------------------------------------------------------------------------------------------- spec
@@ -381,7 +382,8 @@ def test_packed_and_dequantized_loading_agree(quantized):
 def test_pointer_variants_and_loading(fp_dir, quantized, tmp_path, monkeypatch):
     import torch
 
-    from qmr.quant.load import load_model, resolve_model_path, write_pointer
+    from qmr.checkpoints import resolve_model_path, write_pointer
+    from qmr.quant.load import load_model
     from qmr.quant.run import checkpoint_bytes, quantize_checkpoint
 
     monkeypatch.chdir(tmp_path)
@@ -404,11 +406,11 @@ def test_pointer_variants_and_loading(fp_dir, quantized, tmp_path, monkeypatch):
     model, _ = load_model(tmp_path / "pre")
     assert model.model.layers[0].mlp.up_proj.quantization_scheme.weights.num_bits == 4
 
-    with pytest.raises(ValueError, match="no quantization_config"):
+    with pytest.raises(UserError, match="no quantization_config"):
         quantize_checkpoint(
             fp_dir, tmp_path / "bad", QuantSpec(method="prequantized", checkpoint=str(fp_dir)), []
         )
-    with pytest.raises(ValueError, match="already quantized"):
+    with pytest.raises(UserError, match="already quantized"):
         quantize_checkpoint(
             gptq_dir, tmp_path / "twice", QuantSpec(method="rtn", bits=4, group_size=32), CALIBRATION
         )

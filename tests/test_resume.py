@@ -85,7 +85,7 @@ def test_sigkill_then_resume_gives_identical_traces(project):
 
 def test_changed_settings_discard_the_cache(tmp_path):
     from qmr.generation import Completion
-    from qmr.stages.generate import resume_state
+    from qmr.generation.resume import resume_state
 
     path = tmp_path / "p.jsonl"
     appender, done = resume_state(path, {"max_new_tokens": 48})

@@ -83,7 +83,7 @@ def _stable_id(prefix: str, text: str) -> str:
 
 def prm800k_solutions(rows: list[dict], name: str) -> list[dict]:
     """Correct, fully rated PRM800K trajectories (stepwise-critic rows) as records with ``steps``."""
-    from qmr.locate.judge_bench import processbench_from_stepwise_critic
+    from qmr.processbench import processbench_from_stepwise_critic
 
     for i, row in enumerate(rows[:1]):
         missing = [k for k in ("instruction", "responses", "next_response", "rating") if k not in row]

@@ -12,35 +12,53 @@ import time
 
 import click
 
-USER_ERRORS = (
-    "ConfigError", "DataFileError", "MissingExtraError", "UserError", "LeakageError", "HumanVerdictError",
-    "JudgeConfigError", "EndpointDeadError", "CheckpointError",
-)
+
+class _Group(click.Group):
+    """Every command: a user error (:class:`qmr.errors.UserError`, or a missing input file) is one line
+    on stderr and exit code 2, without a traceback; anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from qmr.errors import UserError
+
+        try:
+            return super().invoke(ctx)
+        except (UserError, FileNotFoundError) as exc:
+            where = " ".join(filter(None, [ctx.command_path, ctx.invoked_subcommand]))
+            click.echo(f"{where}: error: {exc}", err=True)
+            sys.exit(2)
 
 
 def _run_stage(ctx: click.Context, stage: str, **kwargs) -> None:
     import importlib
     import logging
 
+    from qmr.errors import UserError
     from qmr.logs import setup_logging
 
     setup_logging(ctx.obj.get("verbose", False))
-    log = logging.getLogger("qmr")
     started = time.perf_counter()
+    seen: set[str] | None = None
     try:
         from qmr.params import load_params
 
         params = load_params(ctx.obj["params"])
-        module = importlib.import_module(f"qmr.stages.{stage}")
-        module.run(params, **kwargs)
-    except Exception as exc:  # user errors: a clear message and exit 2, no traceback
-        if type(exc).__name__ in USER_ERRORS or isinstance(exc, (FileNotFoundError,)):
-            click.echo(f"qmr {stage}: error: {exc}", err=True)
-            sys.exit(2)
-        log.exception("qmr %s failed", stage)
+        if os.environ.get("QMR_PARAMS_TRACE"):  # record the keys this stage reads (tests/test_pipeline.py)
+            from qmr.config import traced
+
+            params, seen = traced(params)
+        importlib.import_module(f"qmr.stages.{stage}").run(params, **kwargs)
+    except (UserError, FileNotFoundError, SystemExit, KeyboardInterrupt):
+        raise
+    except Exception:  # a bug: its traceback in the log, exit 1
+        logging.getLogger("qmr").exception("qmr %s failed", stage)
         sys.exit(1)
     finally:
         _log_stage(stage, kwargs, time.perf_counter() - started)
+        if seen is not None:
+            import json
+
+            with open(os.environ["QMR_PARAMS_TRACE"], "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"stage": stage, **kwargs, "read": sorted(seen)}) + "\n")
 
 
 def _log_stage(stage: str, options: dict, seconds: float) -> None:
@@ -58,7 +76,7 @@ def _log_stage(stage: str, options: dict, seconds: float) -> None:
         fh.write(json.dumps(row) + "\n")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--params", "params_path", default="params.yaml", show_default=True, help="params file to read")
 @click.option("-v", "--verbose", is_flag=True, help="debug logging")
 @click.version_option(package_name="qmr")
@@ -74,14 +92,9 @@ def main(ctx: click.Context, params_path: str, verbose: bool) -> None:
     locate:   judge -> vote
     restore:  silver -> restore -> reevaluate
     """
-    from qmr.config import ConfigError
     from qmr.determinism import pin_cpu_kernels
 
-    try:  # before any command imports torch: the same CPU kernels on every x86-64 machine
-        pin_cpu_kernels()
-    except ConfigError as exc:
-        click.echo(f"qmr: error: {exc}", err=True)
-        sys.exit(2)
+    pin_cpu_kernels()  # before any command imports torch: the same CPU kernels on every x86-64 machine
     ctx.ensure_object(dict)
     ctx.obj["params"] = params_path
     ctx.obj["verbose"] = verbose
@@ -239,25 +252,21 @@ def judge_bench_cmd(ctx, file, names, gold_file, no_ensemble, as_json):
     erroneous samples, accuracy on correct samples, and their harmonic mean (F1).
     `qmr processbench-from-prm800k OUT --source FILE` converts PRM800K step ratings into such a file.
     """
-    from qmr.config import ConfigError
+    from qmr.errors import UserError
     from qmr.io import read_jsonl, write_json
-    from qmr.locate.judge_bench import attach_gold, judge_bench, read_processbench
+    from qmr.locate.judge_bench import attach_gold, judge_bench
     from qmr.locate.judges import build_judge
     from qmr.logs import setup_logging
     from qmr.params import load_params
+    from qmr.processbench import read_processbench
 
     setup_logging(ctx.obj.get("verbose", False))
-    try:
-        params = load_params(ctx.obj["params"])
-    except ConfigError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(2)
+    params = load_params(ctx.obj["params"])
     specs = params.judge.judges
     chosen = [n.strip() for n in names.split(",") if n.strip()] or list(specs)
     unknown = [n for n in chosen if n not in specs]
     if unknown:
-        click.echo(f"--judges: got {', '.join(unknown)}; allowed: {', '.join(specs)}", err=True)
-        sys.exit(2)
+        raise UserError(f"--judges: got {', '.join(unknown)}; allowed: {', '.join(specs)}")
     items = read_processbench(file)
     if gold_file:
         matched = attach_gold(items, read_jsonl(gold_file))
@@ -281,7 +290,7 @@ def judge_bench_cmd(ctx, file, names, gold_file, no_ensemble, as_json):
 @click.option("--alternatives", is_flag=True, help="add one item per further position with a -1 alternative")
 def judge_bench_prm800k(out, source, alternatives):
     """Convert PRM800K step ratings into a ProcessBench-format file OUT (first -1 step = label)."""
-    from qmr.locate.judge_bench import (
+    from qmr.processbench import (
         processbench_from_prm800k_raw,
         processbench_from_stepwise_critic,
         read_prm800k_raw,
@@ -319,21 +328,17 @@ def gate(tolerances, rev, spread, exps, as_json):
     import json
     import subprocess
 
-    from qmr.gate import GateConfigError, check, validate
+    from qmr.errors import UserError
+    from qmr.gate import check, validate
 
-    try:
-        rules = validate(_read_tolerances(tolerances), tolerances)
-    except GateConfigError as exc:
-        click.echo(f"qmr gate: error: {exc}", err=True)
-        sys.exit(2)
+    rules = validate(_read_tolerances(tolerances), tolerances)
     if spread:
         _gate_spread(rules, rev, exps, as_json)
         return
     # this interpreter's dvc: the gate works without the environment's bin/ on PATH
     proc = subprocess.run([sys.executable, "-m", "dvc", "metrics", "diff", rev, "--all", "--json"], capture_output=True, text=True)
     if proc.returncode != 0:
-        click.echo(f"qmr gate: dvc metrics diff failed: {proc.stderr.strip()}", err=True)
-        sys.exit(2)
+        raise UserError(f"dvc metrics diff failed: {proc.stderr.strip()}")
     diff = json.loads(proc.stdout or "{}")
     violations, watched = check(diff, rules)
     click.echo(f"{'metric':72s} {'committed':>10s} {'this run':>10s}")
@@ -369,16 +374,15 @@ def _gate_spread(rules: dict, rev: str, exps: tuple[str, ...], as_json: bool) ->
     import json
     import subprocess
 
+    from qmr.errors import UserError
     from qmr.gate import experiment_metrics, spread
 
     proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "--rev", rev], capture_output=True, text=True)
     if proc.returncode != 0:
-        click.echo(f"qmr gate: dvc exp show failed: {proc.stderr.strip()}", err=True)
-        sys.exit(2)
+        raise UserError(f"dvc exp show failed: {proc.stderr.strip()}")
     runs = experiment_metrics(json.loads(proc.stdout or "[]"), only=exps)
     if not runs:
-        click.echo("qmr gate: no experiments with metrics found; run e.g. `dvc exp run -S base.toy.seed=1` first", err=True)
-        sys.exit(2)
+        raise UserError("no experiments with metrics found; run e.g. `dvc exp run -S base.toy.seed=1` first")
     rows = spread(runs, rules, reference=next(iter(runs)))
     if as_json:
         click.echo(json.dumps({"runs": list(runs), "rows": rows}, indent=1))
@@ -421,8 +425,9 @@ def ablation(ctx, model, variant, revs, num, out_stem):
     variant = variant or params.recovery.variants[0]
     records = experiment_records(collect(revs=list(revs) or None, num=num), model, variant)
     if not records:
-        click.echo("qmr ablation: no finished experiments with metrics/restore.json found; run `dvc exp run` first", err=True)
-        sys.exit(2)
+        from qmr.errors import UserError
+
+        raise UserError("no finished experiments with metrics/restore.json found; run `dvc exp run` first")
     summary = summarize(records)
     write_json(Path(out_stem + ".json"), {"model": model, "variant": variant, "experiments": records, "summary": summary})
     text = "\n".join(render(model, variant, records, summary)) + "\n"
@@ -494,7 +499,7 @@ def bench(ctx, stage_log, prompts, cases, out_stem, sections):
     click.echo(text)
 
 
-@main.group()
+@main.group(cls=_Group)
 def params():
     """Inspect and validate params files."""
 
@@ -503,14 +508,9 @@ def params():
 @click.argument("path", default="params.yaml")
 def params_check(path):
     """Validate PATH against the schema; exit 2 listing every problem."""
-    from qmr.config import ConfigError
     from qmr.params import load_params
 
-    try:
-        load_params(path)
-    except ConfigError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(2)
+    load_params(path)
     click.echo(f"{path}: ok")
 
 
@@ -529,23 +529,19 @@ def params_preset(name, out, root):
     from pathlib import Path
 
     from qmr.config import ConfigError
+    from qmr.errors import UserError
     from qmr.io import write_text
     from qmr.params import load_params
     from qmr.presets import compose, dump
 
-    try:
-        text = dump(compose(name, Path(root)), name)
-    except ValueError as exc:
-        click.echo(f"qmr params preset: error: {exc}", err=True)
-        sys.exit(2)
+    text = dump(compose(name, Path(root)), name)
     with tempfile.TemporaryDirectory() as tmp:
         check = Path(tmp) / f"{name}.yaml"
         check.write_text(text, encoding="utf-8")
         try:
             load_params(check)
-        except ConfigError as exc:
-            click.echo(str(exc).replace(str(check), f"preset {name}"), err=True)
-            sys.exit(2)
+        except ConfigError as exc:  # name the preset, not the temporary file
+            raise UserError(str(exc).replace(str(check), f"preset {name}")) from None
     if out == "-":
         click.echo(text, nl=False)
     else:

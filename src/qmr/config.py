@@ -16,6 +16,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
+from qmr.errors import UserError
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -27,7 +29,7 @@ class Problem:
         return f"{self.key}: got {self.value!r}; allowed: {self.allowed}"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """Raised with every problem found, one per line."""
 
     def __init__(self, problems: list[Problem], source: str = "params.yaml"):
@@ -227,6 +229,122 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
 
 def to_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj)
+
+
+# --------------------------------------------------------------------------------------------------
+# which keys a stage reads (QMR_PARAMS_TRACE; tests/test_pipeline.py compares them with dvc.yaml)
+
+
+def traced(obj: Any, key: str = "", seen: set[str] | None = None) -> tuple[Any, set[str]]:
+    """A copy of the config tree ``obj`` that records in ``seen`` the dotted key of every value read:
+    a scalar field (``generate.batch_size``), a list or a mapping's key set when iterated or measured
+    (``generate.benchmarks``, ``quantize.variants``); a method of a config object reads through the
+    same hooks. Subclasses keep ``isinstance`` and ``dataclasses``
+    working; reading through ``dataclasses.asdict`` records every field."""
+    seen = set() if seen is None else seen
+    return _trace(obj, key, seen), seen
+
+
+_TRACED_TYPES: dict[type, type] = {}
+
+
+def _join(key: str, name: Any) -> str:
+    return f"{key}.{name}" if key else str(name)
+
+
+def _trace(value: Any, key: str, seen: set[str]) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        cls = type(value)
+        sub = _TRACED_TYPES.get(cls)
+        if sub is None:
+            names = {f.name for f in dataclasses.fields(cls)}
+
+            def __getattribute__(self, name, _names=names):
+                value = object.__getattribute__(self, name)
+                state = object.__getattribute__(self, "__dict__")
+                seen, key = state.get("_qmr_seen"), state.get("_qmr_key", "")
+                if seen is None:  # a copy made by dataclasses.replace: no longer traced
+                    return value
+                if name in _names and not (isinstance(value, (_TracedDict, _TracedList)) or dataclasses.is_dataclass(value)):
+                    seen.add(_join(key, name))
+                return value
+
+            sub = _TRACED_TYPES[cls] = type(cls.__name__, (cls,), {"__getattribute__": __getattribute__})
+        new = object.__new__(sub)
+        for f in dataclasses.fields(value):
+            object.__setattr__(new, f.name, _trace(getattr(value, f.name), _join(key, f.name), seen))
+        object.__setattr__(new, "_qmr_key", key)
+        object.__setattr__(new, "_qmr_seen", seen)
+        return new
+    if isinstance(value, dict):
+        return _TracedDict({k: _trace(v, _join(key, k), seen) for k, v in value.items()}, key, seen)
+    if isinstance(value, list):
+        return _TracedList(value, key, seen)
+    return value
+
+
+class _TracedDict(dict):
+    def __init__(self, data=(), key: str = "", seen: set[str] | None = None):
+        super().__init__(data)
+        self._key, self._seen = key, (set() if seen is None else seen)
+
+    def _whole(self) -> None:
+        self._seen.add(self._key)
+
+    def __getitem__(self, k):
+        value = super().__getitem__(k)
+        if not (isinstance(value, (_TracedDict, _TracedList)) or dataclasses.is_dataclass(value)):
+            self._seen.add(_join(self._key, k))
+        return value
+
+    def get(self, k, default=None):  # one key, not the key set: `params.models.get(name)` validates a name
+        return self[k] if super().__contains__(k) else default
+
+    def __contains__(self, k):
+        self._whole()
+        return super().__contains__(k)
+
+    def __iter__(self):
+        self._whole()
+        return super().__iter__()
+
+    def __len__(self):
+        self._whole()
+        return super().__len__()
+
+    def keys(self):
+        self._whole()
+        return super().keys()
+
+    def values(self):
+        self._whole()
+        return super().values()
+
+    def items(self):
+        self._whole()
+        return super().items()
+
+
+class _TracedList(list):
+    def __init__(self, data=(), key: str = "", seen: set[str] | None = None):
+        super().__init__(data)
+        self._key, self._seen = key, (set() if seen is None else seen)
+
+    def __iter__(self):
+        self._seen.add(self._key)
+        return super().__iter__()
+
+    def __getitem__(self, i):
+        self._seen.add(self._key)
+        return super().__getitem__(i)
+
+    def __len__(self):
+        self._seen.add(self._key)
+        return super().__len__()
+
+    def __contains__(self, x):
+        self._seen.add(self._key)
+        return super().__contains__(x)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,11 +25,19 @@ import threading
 import time
 from typing import Any
 
+from qmr.errors import UserError
+
 log = logging.getLogger(__name__)
 
 MAX_STORED_CHARS = 20_000
 MAX_BODY_BYTES = 4_000_000
 REDACTED = "[REDACTED]"
+
+
+
+class EndpointConfigError(UserError):
+    """An endpoint cannot start (its API key variable is unset, ...); raised before any call."""
+
 
 _secrets: set[str] = set()
 _lock = threading.Lock()
@@ -143,17 +151,15 @@ class DeadlineTransport:
 
 def make_client(*, base_url: str, api_key_env: str, timeout_s: float, max_retries: int, who: str):
     """An ``openai.OpenAI`` client for one endpoint, its key read from ``api_key_env`` and registered
-    for redaction, every request bounded by a ``timeout_s`` deadline. Raises ``JudgeConfigError`` (a
+    for redaction, every request bounded by a ``timeout_s`` deadline. Raises ``EndpointConfigError`` (a
     user error) naming ``who`` when the variable is unset."""
     import httpx
     from openai import OpenAI
 
-    from qmr.locate.judges import JudgeConfigError
-
     if api_key_env:
         api_key = os.environ.get(api_key_env)
         if not api_key:
-            raise JudgeConfigError(
+            raise EndpointConfigError(
                 f"{who}: environment variable {api_key_env} is not set ({who}.api_key_env names it); export the "
                 "endpoint's API key in it, or set api_key_env: '' for an endpoint that needs no key"
             )

@@ -60,3 +60,11 @@ def compare(reference: list[dict], variant: list[dict], kind: str = "math") -> d
         "flips": sum(ref[i] and not var[i] for i in common),
         "reverse_flips": sum(var[i] and not ref[i] for i in common),
     }
+
+
+def recovery_ratio(acc_fp: float, acc_q: float, acc_r: float) -> float | None:
+    """(acc_restored - acc_q) / (acc_fp - acc_q); None when the variant lost nothing to recover."""
+    gap = acc_fp - acc_q
+    if gap <= 0:
+        return None
+    return round((acc_r - acc_q) / gap, 4)

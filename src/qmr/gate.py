@@ -25,11 +25,13 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from qmr.errors import UserError
+
 RULE_KEYS = {"max_drop", "max_rise", "aggregate"}
 AGGREGATES = ("mean",)
 
 
-class GateConfigError(ValueError):
+class GateConfigError(UserError, ValueError):
     """The tolerance file is malformed (reported as one line, exit code 2)."""
 
 

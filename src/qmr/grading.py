@@ -27,7 +27,7 @@ import logging
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -39,7 +39,6 @@ KINDS: tuple[str, ...] = ("math", "choice", "integer")
 CHOICE_LETTERS = "ABCD"
 INTEGER_RANGE = (0, 999)
 METHODS: tuple[str, ...] = ("answer_is", "boxed", "hash", "last_number", "choice_letter", "invalid")
-GOLD_SOURCES: tuple[str, ...] = ("gsm8k", "math", "minerva", "aime", "amc", "mmlu", "toy")
 PARSE_TIMEOUT_S = 5
 VERIFY_TIMEOUT_S = 5
 
@@ -445,78 +444,6 @@ def majority_vote(values: list[str | None], kind: Kind = "math") -> str | None:
     return reps[best]
 
 
-# --------------------------------------------------------------------------------------------------
-# gold answers from benchmark records in their native formats
-# --------------------------------------------------------------------------------------------------
-
-
-def _source_family(source: str) -> str:
-    s = source.lower()
-    for family in ("gsm8k", "minerva", "aime", "amc", "mmlu", "toy", "math"):
-        if s.startswith(family) or s == family:
-            return family
-    if s.startswith("prm800k"):
-        return "math"
-    raise ValueError(
-        f"gold_answer: source={source!r} is not supported; allowed (prefixes): {', '.join(GOLD_SOURCES)}"
-    )
-
-
-def _format_number(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
-def gold_answer(record: Mapping[str, Any], source: str) -> str:
-    """The reference answer of a benchmark record in its native format, as a string.
-
-    ``gsm8k``: the text after ``#### `` in ``answer`` (commas stripped; a bare ``answer`` is used as
-    is). ``math`` (MATH-500, the 12k split, ``prm800k*``): ``answer``, else the last ``\\boxed{}`` of
-    ``solution``. ``minerva``: the last ``\\boxed{}`` of ``solution``. ``aime``: ``answer`` as a
-    canonical integer ("025" → "25"). ``amc``: ``answer`` (27.0 → "27"). ``mmlu``: the letter (an
-    index 0–3 is mapped to A–D). ``toy``: ``answer``. Source names match by prefix ("math500" → math).
-    """
-    family = _source_family(source)
-    if family == "gsm8k":
-        raw = str(_require(record, "answer", source))
-        if "####" in raw:
-            raw = raw.rsplit("####", 1)[1]
-        return raw.strip().replace(",", "")
-    if family in ("math", "minerva"):
-        answer = record.get("answer")
-        if family == "math" and answer is not None and str(answer).strip():
-            return str(answer).strip()
-        boxed = last_boxed(str(record.get("solution") or ""))
-        if boxed is None:
-            raise ValueError(
-                f"gold_answer: source={source!r} record {record.get('id', record.get('unique_id'))!r} "
-                "has no 'answer' and no \\boxed{} in 'solution'"
-            )
-        return boxed
-    if family == "aime":
-        raw = _require(record, "answer", source)
-        n = to_int(raw)
-        return str(n) if n is not None else str(raw).strip()
-    if family == "mmlu":
-        raw = _require(record, "answer", source)
-        if isinstance(raw, str) and raw.strip().isdigit():
-            raw = int(raw.strip())
-        letter = to_choice(raw)
-        if letter is None:
-            raise ValueError(f"gold_answer: source={source!r} answer={raw!r} is not a letter A–D or 0–3")
-        return letter
-    return _format_number(_require(record, "answer", source))
-
-
-def _require(record: Mapping[str, Any], key: str, source: str) -> Any:
-    if key not in record or record[key] is None:
-        raise ValueError(
-            f"gold_answer: source={source!r} record has no {key!r} field (fields: {sorted(record)})"
-        )
-    return record[key]
-
-
 __all__ = [
     "CHOICE_LETTERS",
     "INVALID",
@@ -526,7 +453,6 @@ __all__ = [
     "Kind",
     "extract_answer",
     "extraction_counts",
-    "gold_answer",
     "grade",
     "is_equivalent",
     "last_boxed",

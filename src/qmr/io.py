@@ -14,8 +14,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from qmr.errors import UserError
 
-class DataFileError(ValueError):
+
+class DataFileError(UserError, ValueError):
     """A data file is missing or malformed; the message names the file, the line and the problem."""
 
 
@@ -40,6 +42,21 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 def write_text(path: str | Path, text: str) -> None:
     _atomic_write_text(Path(path), text)
+
+
+def write_csv(path: str | Path, rows: list[dict], fieldnames: list[str] | None = None) -> None:
+    """``rows`` as CSV with a header row: ``fieldnames``, or the first row's keys (no rows and no
+    fieldnames: an empty file). ``None`` becomes an empty cell."""
+    import csv
+    import io
+
+    fieldnames = list(fieldnames or (rows[0] if rows else []))
+    buf = io.StringIO()
+    if fieldnames:
+        writer = csv.DictWriter(buf, fieldnames=fieldnames, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    _atomic_write_text(Path(path), buf.getvalue())
 
 
 def write_json(path: str | Path, obj: Any) -> None:

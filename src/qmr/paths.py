@@ -86,3 +86,8 @@ def cache_dir() -> Path:
     import os
 
     return Path(os.environ.get("QMR_CACHE_DIR", ".qmr-cache"))
+
+
+def generation_partial(model: str, variant: str, bench: str) -> Path:
+    """Finished batches of a running generation (removed once its output is written)."""
+    return cache_dir() / "generate" / model / variant / f"{bench}.partial.jsonl"

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from qmr.errors import UserError
+
 PRESETS = Path("presets")
 LAYERS = ("paper.yaml", "judges-paper.yaml")
 
@@ -24,7 +26,7 @@ def compose(name: str, root: Path = PRESETS) -> dict:
     """The params dict of preset ``name``; ValueError naming the choices when there is no such preset."""
     model_file = root / "models" / f"{name}.yaml"
     if not model_file.is_file():
-        raise ValueError(f"preset: got {name!r}; allowed: {', '.join(available(root)) or '(none found under ' + str(root / 'models') + ')'}")
+        raise UserError(f"preset: got {name!r}; allowed: {', '.join(available(root)) or '(none found under ' + str(root / 'models') + ')'}")
     params: dict = {}
     for path in [root / layer for layer in LAYERS] + [model_file]:
         for section, value in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).items():

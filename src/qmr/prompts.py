@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from qmr.errors import UserError
+
 PromptStyle = Literal["plain", "chat"]
 
 INSTRUCTION = (
@@ -23,6 +25,6 @@ def build_prompt(question: str, style: PromptStyle = "plain", tokenizer=None) ->
     if style == "plain":
         return PLAIN_TEMPLATE.format(question=question)
     if tokenizer is None or getattr(tokenizer, "chat_template", None) is None:
-        raise ValueError("prompt style 'chat' needs a tokenizer with a chat template")
+        raise UserError("models.<model>.prompt_style: got 'chat' for a tokenizer without a chat template; allowed: 'plain', or a model whose tokenizer has one")
     messages = [{"role": "user", "content": f"{INSTRUCTION}\n\n{question}"}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -6,6 +6,7 @@ missing optional extra (vLLM) is reported with the extra's name instead of an Im
 
 from __future__ import annotations
 
+from qmr.errors import UserError
 from qmr.generation.base import Backend, Completion, GenerateConfig
 
 BACKENDS = {
@@ -14,7 +15,7 @@ BACKENDS = {
 }
 
 
-class MissingExtraError(RuntimeError):
+class MissingExtraError(UserError, RuntimeError):
     pass
 
 
@@ -23,7 +24,7 @@ def get_backend(name: str, model_path: str, **kwargs) -> Backend:
     import importlib.util
 
     if name not in BACKENDS:
-        raise ValueError(f"generate.backend: got {name!r}; allowed: {', '.join(sorted(BACKENDS))}")
+        raise UserError(f"generate.backend: got {name!r}; allowed: {', '.join(sorted(BACKENDS))}")
     module, cls, extra = BACKENDS[name]
     if extra and importlib.util.find_spec(extra) is None:  # backends import their library lazily
         raise MissingExtraError(f"generate.backend: {name!r} needs the optional extra: pip install 'qmr[{extra}]'")

@@ -15,6 +15,7 @@ import logging
 import time
 from pathlib import Path
 
+from qmr.errors import UserError
 from qmr.generation.base import Completion
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,10 @@ class VLLMBackend:
     ):
         from vllm import LLM
 
-        from qmr.quant.load import resolve_model_path
+        from qmr.checkpoints import resolve_model_path
 
         if device == "cpu":
-            raise ValueError("generate.device: got 'cpu' with generate.backend 'vllm'; allowed: 'auto' or 'cuda' (use backend 'transformers' on CPU)")
+            raise UserError("generate.device: got 'cpu' with generate.backend 'vllm'; allowed: 'auto' or 'cuda' (use backend 'transformers' on CPU)")
         path, revision = resolve_model_path(model_path)
         self.adapter = adapter
         self.llm = LLM(**engine_kwargs(path, revision, adapter=adapter, batch_size=batch_size, tensor_parallel_size=tensor_parallel_size, seed=seed))

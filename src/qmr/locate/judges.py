@@ -173,7 +173,7 @@ def speaks(judgment: dict[str, Any] | None) -> bool:
 
 def build_judge(name: str, spec: JudgeSpec) -> Judge:
     """Instantiate judge ``name`` from its spec. An ``llm`` judge checks its API-key variable here,
-    before any work, and raises a `JudgeConfigError` naming it when it is unset."""
+    before any work, and raises an `EndpointConfigError` naming it when it is unset."""
     problems = spec.check(f"judges.{name}")
     if problems:
         from qmr.config import ConfigError
@@ -190,7 +190,3 @@ def build_judge(name: str, spec: JudgeSpec) -> Judge:
     from qmr.locate.llm import LLMJudge
 
     return LLMJudge(name, spec)
-
-
-class JudgeConfigError(RuntimeError):
-    """A judge cannot start (missing API key variable, …); raised before any call."""

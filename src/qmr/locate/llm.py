@@ -26,6 +26,7 @@ import re
 from typing import Any
 
 from qmr.endpoints import cap, make_client, redact, reply_content, safe_error
+from qmr.errors import UserError
 from qmr.locate.cases import Case
 from qmr.locate.judges import JudgeSpec, load_template, make_judgment
 from qmr.locate.taxonomy import ANSWERS, NO_ERROR, normalize_type
@@ -43,7 +44,7 @@ REASK = (
 )
 
 
-class EndpointDeadError(RuntimeError):
+class EndpointDeadError(UserError, RuntimeError):
     """Every call of a judge failed to reach its endpoint."""
 
 

@@ -28,77 +28,14 @@ it is followed, with a relative ``path`` resolved against the current working di
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
 from typing import Any
 
-from qmr.io import DataFileError
+from qmr.checkpoints import check_checkpoint, resolve_model_path
 
 log = logging.getLogger(__name__)
-
-POINTER_FILE = "qmr_model.json"
-
-
-class CheckpointError(DataFileError):
-    """A model path that is neither a usable checkpoint directory nor a hub id."""
-
-
-def _looks_like_hub_id(path: str) -> bool:
-    parts = path.split("/")
-    return len(parts) == 2 and all(parts) and not path.startswith((".", "~"))
-
-
-def check_checkpoint(path: str) -> None:
-    """Fail early, naming the path, when ``path`` cannot be a checkpoint: a missing directory that is
-    not a hub id (``org/name``), a directory without ``config.json``, or a ``config.json`` that is not
-    JSON. Hub ids are left to transformers (and its offline mode)."""
-    where = Path(path)
-    if not where.exists():
-        if _looks_like_hub_id(path):
-            return
-        raise CheckpointError(
-            f"{path}: checkpoint not found; allowed: a model directory with config.json (run the stage that "
-            "writes it, e.g. `dvc repro quantize`) or a hub id 'org/name'"
-        )
-    config = where / "config.json"
-    if not where.is_dir() or not config.is_file():
-        raise CheckpointError(f"{path}: not a checkpoint; allowed: a directory holding config.json and the weights")
-    try:
-        json.loads(config.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{config}: corrupt checkpoint config (not valid JSON: {exc}); re-create it (`dvc repro -f` the stage that wrote it)") from None
-_MAX_POINTER_HOPS = 8
-
-
-def resolve_model_path(path: str | Path, revision: str | None = None) -> tuple[str, str | None]:
-    """Follow ``qmr_model.json`` pointers; return (local dir or hub id, revision)."""
-    current, rev = str(path), revision
-    for _ in range(_MAX_POINTER_HOPS):
-        pointer = Path(current) / POINTER_FILE
-        if not pointer.is_file():
-            return current, rev
-        try:
-            data = json.loads(pointer.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{pointer}: not valid JSON ({exc.msg})") from None
-        if not isinstance(data, dict) or not isinstance(data.get("path"), str) or not data["path"]:
-            raise ValueError(
-                f'{pointer}: expected {{"path": "<dir or hub id>", "revision": ...}}, got {data!r}'
-            )
-        current, rev = data["path"], data.get("revision")
-    raise ValueError(f"{path}: more than {_MAX_POINTER_HOPS} nested {POINTER_FILE} pointers")
-
-
-def write_pointer(directory: str | Path, target: str, revision: str | None = None) -> Path:
-    """Write ``directory/qmr_model.json`` pointing at ``target`` (a dir or hub id)."""
-    from qmr.io import write_json
-
-    out = Path(directory) / POINTER_FILE
-    write_json(out, {"path": str(target), "revision": revision})
-    return out
-
 
 def read_quantization_config(path: str | Path, revision: str | None = None) -> dict | None:
     """The ``quantization_config`` of a checkpoint's config.json (None for a plain model)."""

@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from qmr.quant.load import POINTER_FILE, read_quantization_config, resolve_model_path, write_pointer
+from qmr.checkpoints import POINTER_FILE, resolve_model_path, write_pointer
+from qmr.errors import UserError
+from qmr.quant.load import read_quantization_config
 from qmr.quant.spec import QuantSpec, scheme_name
 
 log = logging.getLogger(__name__)
@@ -202,7 +204,7 @@ def quantize_checkpoint(
     from qmr.quant.recipes import build_recipe
 
     if read_quantization_config(src, src_rev) is not None:
-        raise ValueError(f"model_dir: {model_dir} is already quantized; allowed: a full-precision checkpoint")
+        raise UserError(f"model_dir: {model_dir} is already quantized; allowed: a full-precision checkpoint")
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(src, revision=src_rev)
     model = AutoModelForCausalLM.from_pretrained(src, revision=src_rev, dtype=torch.float32)
@@ -271,7 +273,7 @@ def _write_pointer_variant(
         target, rev = resolve_model_path(spec.checkpoint, spec.revision)
         qc = read_quantization_config(target, rev)  # also proves the checkpoint's config is reachable
         if qc is None:
-            raise ValueError(
+            raise UserError(
                 f"checkpoint: {spec.checkpoint} has no quantization_config; allowed: a quantized checkpoint"
             )
         if qc.get("quant_method") != "compressed-tensors":

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from qmr.config import SEED_MAX, Problem, field
+from qmr.errors import UserError
 from qmr.prompts import build_prompt
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ Grader = Callable[[str, str], bool]
 """``grader(continuation, gold_answer)`` -> whether the continuation reaches the gold answer."""
 
 
-class LeakageError(ValueError):
+class LeakageError(UserError, ValueError):
     """A silver pair would be built from a problem of an evaluation split."""
 
 
@@ -116,10 +117,9 @@ def default_grader(kind: str = "math") -> Grader:
     """Grade a continuation with `qmr.grading`: extract its answer and compare it with the gold answer."""
 
     def grade(continuation: str, gold: str) -> bool:
-        from qmr.grading import extract_answer, is_equivalent
+        from qmr.grading import grade
 
-        ext = extract_answer(continuation, kind)
-        return ext.value is not None and is_equivalent(ext.value, gold, kind)
+        return grade(continuation, gold, kind)[1]
 
     return grade
 

@@ -12,8 +12,8 @@ import logging
 
 from qmr import paths
 from qmr.determinism import kernel_info
+from qmr.errors import UserError
 from qmr.io import read_jsonl, write_json
-from qmr.stages import UserError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def measure(params, model: str, model_path: str, records: list[dict], benchmark:
     from qmr.evaluation import summarize
     from qmr.generation import backend_from_config
     from qmr.prompts import build_prompt
-    from qmr.stages.generate import make_traces
+    from qmr.traces import make_traces
 
     set_determinism(params.seed, params.threads)
     backend = backend_from_config(params.generate, model_path)
@@ -38,7 +38,7 @@ def measure(params, model: str, model_path: str, records: list[dict], benchmark:
 
 
 def run(params) -> None:
-    from qmr.quant.load import write_pointer
+    from qmr.checkpoints import checkpoint_identity, write_pointer
 
     cfg = params.align
     metrics: dict = {}
@@ -59,7 +59,7 @@ def run(params) -> None:
         if params.models[model].prompt_style == "chat":
             from transformers import AutoTokenizer
 
-            from qmr.quant.load import resolve_model_path
+            from qmr.checkpoints import resolve_model_path
 
             path, rev = resolve_model_path(base)
             tokenizer = AutoTokenizer.from_pretrained(path, revision=rev)
@@ -72,8 +72,6 @@ def run(params) -> None:
             )
         evals = read_jsonl(paths.benchmark(cfg.eval_benchmark))[: cfg.eval_samples] if cfg.eval_samples else []
         before = measure(params, model, str(base), evals, cfg.eval_benchmark) if evals else None
-        from qmr.stages.generate import checkpoint_identity
-
         record = train_align(
             base, examples, cfg, out, threads=params.threads,
             checkpoint_dir=paths.cache_dir() / "align" / model, identity=checkpoint_identity(str(base)),

@@ -5,18 +5,16 @@ from __future__ import annotations
 import logging
 
 from qmr import paths
+from qmr.checkpoints import write_pointer
 from qmr.determinism import kernel_info, set_determinism
+from qmr.errors import choose
 from qmr.io import write_json
-from qmr.stages import UserError
 
 log = logging.getLogger(__name__)
-POINTER = "qmr_model.json"
 
 
 def run(params, model: str) -> None:
-    if model not in params.models:
-        raise UserError(f"--model: got {model!r}; allowed: {', '.join(sorted(params.models))}")
-    spec = params.models[model]
+    spec = choose("model", model, params.models)
     out = paths.base_model(model)
     if spec.source == "toy":
         from qmr.toy.train import train_toy_model
@@ -30,6 +28,6 @@ def run(params, model: str) -> None:
                    {"steps": stats["steps"], "threads": params.threads, **timing, "kernels": kernel_info()})
         log.info("trained toy model %s: %d steps, final loss %s, %d parameters", model, stats["steps"], stats["final_loss"], stats["n_params"])
     elif spec.source == "hub":
-        write_json(out / POINTER, {"path": spec.hub_id, "revision": spec.revision})
+        write_pointer(out, spec.hub_id, spec.revision)
     else:
-        write_json(out / POINTER, {"path": spec.path, "revision": None})
+        write_pointer(out, spec.path)

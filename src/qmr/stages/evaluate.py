@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 
 from qmr import paths
 from qmr.evaluation import compare, summarize
-from qmr.io import read_json, read_jsonl, write_json, write_text
+from qmr.io import read_json, read_jsonl, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +40,4 @@ def run(params) -> None:
             log.info("%s/%s: %s", model, variant, {b: entry[b]["accuracy"] for b in params.generate.benchmarks})
     write_json(paths.metrics("evaluate"), metrics)
     write_json(paths.speed("evaluate"), speed)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["model", "variant", "benchmark", "accuracy"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(paths.plots("evaluate") / "accuracy.csv", buf.getvalue())
+    write_csv(paths.plots("evaluate") / "accuracy.csv", rows, ["model", "variant", "benchmark", "accuracy"])

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 
 from qmr import paths
+from qmr.errors import UserError, choose
 from qmr.io import read_jsonl, write_json, write_jsonl
-from qmr.stages import UserError
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,8 @@ def run(params, model: str, variant: str) -> None:
     from qmr.locate.judges import build_judge
     from qmr.locate.llm import raise_if_endpoint_dead
 
-    if variant not in params.judge.variants:
-        raise UserError(f"--variant: got {variant!r}; allowed (judge.variants): {', '.join(params.judge.variants)}")
+    choose("model", model, params.models)
+    choose("variant", variant, params.quantize.variants)
     ref = params.evaluate.reference
     judges = {name: build_judge(name, spec) for name, spec in params.judge.judges.items()}  # key env vars checked here
     cases = []

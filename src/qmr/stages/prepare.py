@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from qmr import paths
+from qmr.errors import UserError
 from qmr.io import write_json, write_jsonl
-from qmr.stages import UserError
 
 log = logging.getLogger(__name__)
 

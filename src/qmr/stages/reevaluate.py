@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 
 from qmr import paths
 from qmr.determinism import kernel_info
-from qmr.evaluation import majority_correct
-from qmr.io import read_json, read_jsonl, write_json, write_text
+from qmr.evaluation import majority_correct, recovery_ratio
+from qmr.io import read_json, read_jsonl, write_csv, write_json
 
 log = logging.getLogger(__name__)
-
-
-def recovery_ratio(acc_fp: float, acc_q: float, acc_r: float) -> float | None:
-    """(acc_restored - acc_q) / (acc_fp - acc_q); None when the variant lost nothing to recover."""
-    gap = acc_fp - acc_q
-    if gap <= 0:
-        return None
-    return round((acc_r - acc_q) / gap, 4)
 
 
 def _accuracy(traces: list[dict], kind: str) -> float:
@@ -28,7 +18,7 @@ def _accuracy(traces: list[dict], kind: str) -> float:
 
 
 def run(params) -> None:
-    from qmr.stages.generate import generate_traces
+    from qmr.traces import generate_traces
 
     ref = params.evaluate.reference
     evals = [b for b in params.generate.benchmarks if params.benchmarks[b].role == "eval"]
@@ -65,7 +55,9 @@ def run(params) -> None:
                         acc_r = acc_q  # nothing trained: the restored model is the quantized one
                     else:
                         out = paths.restored_traces(model, variant, bench).with_suffix(f".{label}.jsonl")
-                        traces = generate_traces(params, model, path, f"{variant}+{label}", bench, adapter=adapter, write_to=out)
+                        name = f"{variant}+{label}"
+                        traces = generate_traces(params, model, path, name, bench, read_jsonl(paths.benchmark(bench)), adapter=adapter,
+                                                 write_to=out, partial=paths.generation_partial(model, name, bench))  # fmt: skip
                         acc_r = _accuracy(traces, kind)
                     m[f"accuracy_{label}"] = acc_r
                     m[f"recovery_ratio{'' if label == 'restored' else '_' + label}"] = recovery_ratio(acc_fp, acc_q, acc_r)
@@ -78,8 +70,4 @@ def run(params) -> None:
     write_json(paths.metrics("restore"), metrics)
     speed["kernels"] = kernel_info()  # the host CPU and the kernels it ran, to explain a diff across machines
     write_json(paths.speed("restore"), speed)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["model", "variant", "benchmark", "stage", "accuracy"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(paths.plots("restore") / "accuracy.csv", buf.getvalue())
+    write_csv(paths.plots("restore") / "accuracy.csv", rows, ["model", "variant", "benchmark", "stage", "accuracy"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from qmr import paths
-from qmr.io import read_json, write_text
+from qmr.io import read_json, write_csv, write_text
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,5 @@ def run(params) -> None:
     write_text(paths.METRICS / "report.md", text)
     figures = save_figures(evaluate, vote, logs, paths.plots("report"))
     curves = [{"run": run, "step": r["step"], "loss": r["loss"], "margin": r.get("rewards/margins")} for run, rows in logs.items() for r in rows]
-    write_text(paths.plots("report") / "train_curves.csv", "run,step,loss,margin\n" + "".join(
-        f"{c['run']},{c['step']},{c['loss']},{'' if c['margin'] is None else c['margin']}\n" for c in curves))
+    write_csv(paths.plots("report") / "train_curves.csv", curves, ["run", "step", "loss", "margin"])
     log.info("wrote metrics/report.md and %d figures", len(figures))

@@ -11,6 +11,7 @@ log = logging.getLogger(__name__)
 
 
 def run(params, model: str, variant: str) -> None:
+    from qmr.checkpoints import checkpoint_identity
     from qmr.determinism import set_determinism
     from qmr.restore.train import merge_and_requantize, train_restore
 
@@ -18,8 +19,6 @@ def run(params, model: str, variant: str) -> None:
     pairs = read_jsonl(paths.silver(model, variant))
     out = paths.restored_model(model, variant)
     set_determinism(cfg.seed, params.threads)
-    from qmr.stages.generate import checkpoint_identity
-
     quantized = paths.quantized_model(model, variant)
     # a killed run resumes from its last trainer checkpoint (restore.checkpoint_steps) with the same result
     stats = train_restore(
@@ -27,11 +26,12 @@ def run(params, model: str, variant: str) -> None:
         checkpoint_dir=paths.cache_dir() / "restore" / model / variant, identity=checkpoint_identity(str(quantized)),
     )  # fmt: skip
     if cfg.merge == "requantize" and stats.get("trained"):
-        from qmr.stages.quantize import calibration_texts
+        from qmr.quant.calibration import calibration_texts
 
         spec = params.quantize.variants[variant]
         cal = params.quantize.calibration
-        qstats = merge_and_requantize(out, out / "requantized", spec, calibration_texts(params), max_length=cal.max_length, seed=params.seed)
+        texts = calibration_texts(read_jsonl(paths.benchmark(cal.benchmark))[: cal.samples])
+        qstats = merge_and_requantize(out, out / "requantized", spec, texts, max_length=cal.max_length, seed=params.seed)
         stats["requantize"] = {k: v for k, v in qstats.items() if isinstance(v, (int, float, str))}
         write_json(out / "requantize.json", stats["requantize"])
     log.info("restored %s/%s: %s", model, variant, {k: v for k, v in stats.items() if isinstance(v, (int, float, str, bool))})

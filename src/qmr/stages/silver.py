@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from qmr import paths
+from qmr.errors import UserError, choose
 from qmr.io import read_jsonl, write_json, write_jsonl
-from qmr.stages import UserError
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,10 @@ def _teacher(params, model: str, variant: str):
         import hashlib
         import json
 
+        from qmr.checkpoints import checkpoint_identity
         from qmr.generation import backend_from_config
+        from qmr.generation.resume import resumable_generate
         from qmr.restore.silver import teacher_from_backend
-        from qmr.stages.generate import checkpoint_identity, resumable_generate
 
         g = params.generate
         fp_path = str(paths.quantized_model(model, params.evaluate.reference))
@@ -57,8 +58,8 @@ def run(params, model: str, variant: str) -> None:
     from qmr.restore.silver import build_pairs
 
     cfg = params.recovery
-    if variant not in cfg.variants:
-        raise UserError(f"--variant: got {variant!r}; allowed (recovery.variants): {', '.join(cfg.variants)}")
+    choose("model", model, params.models)
+    choose("variant", variant, params.quantize.variants)
     mine = benchmarks_with_role(params, "mine")
     set_determinism(cfg.seed, params.threads)
     labels, qt, fp, records = [], [], [], []

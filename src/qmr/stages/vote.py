@@ -6,24 +6,12 @@ Escalated and audit cases get a packet under data/annotation/<model>/<variant>/<
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 
 from qmr import paths
-from qmr.io import read_json, read_jsonl, write_json, write_jsonl, write_text
+from qmr.io import read_json, read_jsonl, write_csv, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
-
-
-def _csv(rows: list[dict]) -> str:
-    if not rows:
-        return ""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def run(params) -> None:
@@ -61,7 +49,7 @@ def run(params) -> None:
             position_rows += first_error_rows(labels, cases, variant=variant)
             log.info("%s/%s: %d labels, rules %s", model, variant, len(labels), m.get("rules"))
     write_json(paths.metrics("vote"), metrics)
-    write_text(paths.plots("vote") / "error_types.csv", _csv(type_rows))
-    write_text(paths.plots("vote") / "first_error_position.csv", _csv(position_rows))
+    write_csv(paths.plots("vote") / "error_types.csv", type_rows)
+    write_csv(paths.plots("vote") / "first_error_position.csv", position_rows)
     # judge ensemble vs the toy's exact ground truth (empty for real benchmarks, which have none)
-    write_text(paths.plots("vote") / "confusion.csv", _csv(confusion) or "variant,id,actual,predicted\n")
+    write_csv(paths.plots("vote") / "confusion.csv", confusion, ["variant", "id", "actual", "predicted"])

@@ -1,0 +1,254 @@
+"""The ProcessBench file format and converters into it (no judging here: see `qmr.locate.judge_bench`).
+
+ProcessBench format: a JSON list of ``{id, problem, steps: [str], final_answer_correct: bool, label:
+int}`` with ``label`` the 0-based index of the first wrong step, or -1 when every step is right.
+
+Converters from PRM800K (see ../shared/data/prm800k/SOURCE.md): raw label records
+(`read_prm800k_raw`, `processbench_from_prm800k_raw`) and the flattened "stepwise-critic" parquet rows
+(`processbench_from_stepwise_critic`). The trajectory is the chosen path; its first step rated -1
+gives the label. `qmr.benchmarks` reads PRM800K worked solutions through the same converter.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from qmr.io import DataFileError, read_json, write_json
+
+# --------------------------------------------------------------------------------------------------
+# file format
+
+
+def validate_processbench(items: Any, source: str = "<items>") -> list[dict[str, Any]]:
+    """Check the ProcessBench schema; raise DataFileError naming the item, the field and what is allowed."""
+    if not isinstance(items, list):
+        raise DataFileError(f"{source}: expected a JSON list of items, got {type(items).__name__}")
+    problems: list[str] = []
+    seen: set[str] = set()
+    for i, it in enumerate(items):
+        where = f"{source}: item {i}"
+        if not isinstance(it, dict):
+            problems.append(f"{where}: expected an object")
+            continue
+        where = f"{source}: item {i} (id {it.get('id')!r})"
+        if not isinstance(it.get("id"), (str, int)):
+            problems.append(f"{where}: id: got {it.get('id')!r}; allowed: a string")
+        elif str(it["id"]) in seen:
+            problems.append(f"{where}: id: duplicate")
+        else:
+            seen.add(str(it["id"]))
+        if not isinstance(it.get("problem"), str):
+            problems.append(f"{where}: problem: got {it.get('problem')!r}; allowed: a string")
+        steps = it.get("steps")
+        if not (isinstance(steps, list) and steps and all(isinstance(s, str) for s in steps)):
+            problems.append(f"{where}: steps: got {steps!r:.80}; allowed: a non-empty list of strings")
+            continue
+        label = it.get("label")
+        if not (isinstance(label, int) and not isinstance(label, bool) and -1 <= label < len(steps)):
+            problems.append(
+                f"{where}: label: got {label!r}; allowed: -1 or an integer in 0..{len(steps) - 1}"
+            )
+        if not isinstance(it.get("final_answer_correct"), bool):
+            problems.append(
+                f"{where}: final_answer_correct: got {it.get('final_answer_correct')!r}; allowed: true or false"
+            )
+    if problems:
+        raise DataFileError(
+            "\n".join(problems[:50]) + (f"\n… {len(problems)} problems in all" if len(problems) > 50 else "")
+        )
+    return items
+
+
+def read_processbench(path: str | Path) -> list[dict[str, Any]]:
+    return validate_processbench(read_json(path), str(path))
+
+
+def write_processbench(path: str | Path, items: list[dict[str, Any]]) -> None:
+    write_json(path, validate_processbench(items, str(path)))
+
+
+# --------------------------------------------------------------------------------------------------
+# PRM800K converters
+
+
+def read_prm800k_raw(path: str | Path) -> list[dict[str, Any]]:
+    """PRM800K label records from a .jsonl file — one object per line, or pretty-printed objects
+    concatenated (the shared examples)."""
+    text = Path(path).read_text(encoding="utf-8")
+    dec = json.JSONDecoder()
+    out: list[dict[str, Any]] = []
+    i = 0
+    while True:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i >= len(text):
+            return out
+        try:
+            obj, i = dec.raw_decode(text, i)
+        except json.JSONDecodeError as exc:
+            raise DataFileError(f"{path}: not valid JSON at offset {i} ({exc.msg})") from None
+        out.append(obj)
+
+
+def _final_answer(text: str) -> str | None:
+    m = re.search(r"#\s*Answer\s*\n+\s*(.+?)\s*$", text, re.S)
+    return m.group(1).strip() if m else None
+
+
+def _same_answer(pred: str | None, gold: str | None) -> bool:
+    if pred is None or gold is None:
+        return False
+    norm = lambda s: re.sub(r"\s+|\$|\\!|\\,", "", s).rstrip(".")  # noqa: E731
+    if norm(pred) == norm(gold):
+        return True
+    try:
+        from qmr.grading import is_equivalent
+
+        return bool(is_equivalent(pred, gold, "math"))
+    except Exception:  # grading unavailable or math-verify failure: plain comparison only
+        return False
+
+
+def processbench_from_prm800k_raw(
+    records: list[dict[str, Any]], id_prefix: str = "prm800k"
+) -> list[dict[str, Any]]:
+    """One item per record: the chosen trajectory up to and including its first -1 step.
+
+    At the step where labelling stopped (no chosen and no human completion) the first -1 completion
+    is taken (phase 2: the pre-generated step), else the first completion. Records that end without a
+    -1 step are kept as correct samples only when their final answer matches the ground truth; the rest
+    (give-ups, wrong answers without a located step) are skipped.
+    """
+    items: list[dict[str, Any]] = []
+    for n, rec in enumerate(records):
+        q = rec.get("question", {})
+        steps_out: list[str] = []
+        label = -1
+        for k, step in enumerate(rec.get("label", {}).get("steps", [])):
+            comps = step.get("completions") or []
+            chosen = step.get("chosen_completion")
+            if chosen is not None and 0 <= chosen < len(comps):
+                text, rating = comps[chosen]["text"], comps[chosen].get("rating")
+            elif step.get("human_completion"):
+                text, rating = step["human_completion"]["text"], 1
+            elif comps:
+                bad = next((c for c in comps if c.get("rating") == -1), None)
+                pick = bad if bad is not None else comps[0]
+                text, rating = pick["text"], pick.get("rating")
+            else:
+                break
+            steps_out.append(text)
+            if rating == -1:
+                label = k
+                break
+        if not steps_out:
+            continue
+        gold = q.get("ground_truth_answer")
+        if label == -1:
+            if not _same_answer(_final_answer(steps_out[-1]), gold):
+                continue
+            correct = True
+        else:
+            correct = False
+        items.append(
+            {
+                "id": f"{id_prefix}-{n:05d}",
+                "problem": q.get("problem", ""),
+                "steps": steps_out,
+                "final_answer_correct": correct,
+                "label": label,
+                "gold_answer": gold,
+                **({"gold_solution": q["ground_truth_solution"]} if q.get("ground_truth_solution") else {}),
+            }
+        )
+    return items
+
+
+def processbench_from_stepwise_critic(
+    rows: Any, id_prefix: str = "prm800k", alternatives: bool = False
+) -> list[dict[str, Any]]:
+    """Items from the Birchlabs "stepwise-critic" rows (a pandas DataFrame or a list of dicts).
+
+    Per problem the chosen path is the longest prefix of preferred steps. The erroneous item is that
+    path up to its first -1 step; phase-1 labelers rarely continue a -1 step, so when the path has none
+    it is the path up to the first position where a proposed completion was rated -1, plus that
+    completion (label = that position). The correct item is the whole path plus a final completion
+    rated 1 that reaches the right answer (``is_solution``). ``alternatives=True`` adds one item per
+    further position with a -1 alternative. A null rating counts as 1 on labeler-written steps and as
+    unknown otherwise.
+    """
+    if hasattr(rows, "to_dict"):
+        rows = rows.to_dict("records")
+
+    def s(x: Any) -> str | None:
+        return x if isinstance(x, str) else None
+
+    def step_text(r: dict[str, Any]) -> str:
+        ans = s(r.get("answer"))
+        return r["next_response"] + (f"\n\n# Answer\n\n{ans}" if ans is not None else "")
+
+    def rating(r: dict[str, Any]) -> float | None:
+        x = r.get("rating")
+        if x is None or x != x:  # null: a labeler-written step counts as good, an unrated one as unknown
+            return 1.0 if bool(r.get("is_human_response")) else None
+        return float(x)
+
+    problems: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        problems.setdefault(r["instruction"], []).append(r)
+    items: list[dict[str, Any]] = []
+    for pi, (problem, prows) in enumerate(problems.items()):
+        prefixes = [
+            [str(x) for x in (r.get("responses") if r.get("responses") is not None else [])] for r in prows
+        ]
+        path = max(prefixes, key=len)
+        # rows proposed along the chosen path, by position
+        by_pos: dict[int, list[dict[str, Any]]] = {}
+        for r, pre in zip(prows, prefixes, strict=True):
+            if pre == path[: len(pre)]:
+                by_pos.setdefault(len(pre), []).append(r)
+        base = f"{id_prefix}-{pi:04d}"
+        chosen_bad = None
+        for k in range(len(path)):
+            on_path = next(
+                (r for r in by_pos.get(k, []) if r["next_response"] == path[k] or step_text(r) == path[k]),
+                None,
+            )
+            if on_path is not None and rating(on_path) == -1:
+                chosen_bad = k
+                break
+        if chosen_bad is not None:
+            items.append(_item(f"{base}-err", problem, path[: chosen_bad + 1], chosen_bad, False))
+        limit = chosen_bad if chosen_bad is not None else len(path)
+        alts = [(k, next((r for r in by_pos.get(k, []) if rating(r) == -1), None)) for k in range(limit + 1)]
+        alts = [(k, r) for k, r in alts if r is not None and (chosen_bad is None or k < chosen_bad)]
+        if chosen_bad is None and alts:
+            k, r = alts[0]
+            items.append(_item(f"{base}-err", problem, [*path[:k], step_text(r)], k, False))
+            alts = alts[1:]
+        if alternatives:
+            for k, r in alts:
+                items.append(_item(f"{base}-alt{k}", problem, [*path[:k], step_text(r)], k, False))
+        terminal = by_pos.get(len(path), [])
+        good = next((r for r in terminal if rating(r) == 1 and bool(r.get("is_solution"))), None)
+        if good is not None and chosen_bad is None:
+            items.append(_item(f"{base}-ok", problem, [*path, step_text(good)], -1, True))
+    return items
+
+
+def _item(item_id: str, problem: str, steps: list[str], label: int, correct: bool) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "problem": problem,
+        "steps": list(steps),
+        "final_answer_correct": correct,
+        "label": label,
+    }
+
+
+def normalize_problem(text: str) -> str:
+    t = text.replace("\\$", "$").replace("$", "")
+    return re.sub(r"\s+", " ", t).strip().lower()
