@@ -12,12 +12,12 @@ from locate_helpers import computational_case, judgment, toy_case
 from qmr.config import ConfigError, from_dict
 from qmr.devtools.openai_server import Bias, OpenAIStubServer
 from qmr.locate.annotation import (
-    VERDICT_FILE,
     HumanVerdictError,
     apply_human_verdicts,
     confidence_band,
     packet_dir,
     read_human_verdict,
+    verdict_path,
     write_packet,
 )
 from qmr.locate.cache import run_judges
@@ -202,11 +202,15 @@ def test_packet_and_verdicts(tmp_path):
             "confidence_score": 0.83,
         }
     }
-    _verdict(d / VERDICT_FILE, good)
-    write_packet(d, case, js, label)  # refreshing the packet never touches the verdict
-    assert json.loads((d / VERDICT_FILE).read_text()) == good
-    assert read_human_verdict(d / VERDICT_FILE, 4)["error_step"] == 2
-    (new,) = apply_human_verdicts([label], tmp_path, [case])
+    verdicts = tmp_path / "verdicts"
+    vpath = verdict_path(verdicts, label["id"])
+    vpath.parent.mkdir()
+    _verdict(vpath, good)
+    write_packet(d, case, js, label, verdict=vpath)  # the packet tells the annotator where to write
+    assert str(vpath) in (d / "instructions.md").read_text()
+    assert json.loads(vpath.read_text()) == good
+    assert read_human_verdict(vpath, 4)["error_step"] == 2
+    (new,) = apply_human_verdicts([label], verdicts, [case])
     assert (
         new["rule"] == "human"
         and not new["needs_human"]
@@ -215,7 +219,7 @@ def test_packet_and_verdicts(tmp_path):
     )
     assert new["machine"]["rule"] == "escalated" and new["human_band"] == "moderate"
     audited = dict(label, audit=True, rule="unanimous", primary_error_type=CE, error_step=2)
-    assert apply_human_verdicts([audited], tmp_path, [case])[0]["audit_agrees"] is True
+    assert apply_human_verdicts([audited], verdicts, [case])[0]["audit_agrees"] is True
 
 
 @pytest.mark.parametrize(
@@ -285,7 +289,7 @@ def test_packet_and_verdicts(tmp_path):
     ],
 )
 def test_bad_verdicts(tmp_path, content, field, value):
-    path = _verdict(tmp_path / VERDICT_FILE, content)
+    path = _verdict(verdict_path(tmp_path, "c1"), content)
     with pytest.raises(HumanVerdictError) as err:
         read_human_verdict(path, n_steps=4)
     msg = str(err.value)
@@ -295,10 +299,8 @@ def test_bad_verdicts(tmp_path, content, field, value):
 
 
 def test_bad_verdict_in_tree_names_file(tmp_path):
-    d = packet_dir(tmp_path, "c1")
-    d.mkdir()
     _verdict(
-        d / VERDICT_FILE,
+        verdict_path(tmp_path, "c1"),
         {
             "quantized_error_analysis": {
                 "primary_error_type": "x",
@@ -551,7 +553,7 @@ def test_end_to_end_five_llm_judges(tmp_path, monkeypatch):
             )
         esc = next(lab for lab in labels if lab["needs_human"])
         truth = ground_truth_for([by_id[esc["id"]]])[esc["id"]]
-        (packet_dir(root, esc["id"]) / VERDICT_FILE).write_text(
+        verdict_path(root, esc["id"]).write_text(
             json.dumps(
                 {
                     "quantized_error_analysis": {
@@ -614,7 +616,7 @@ def test_packet_names_never_collide_and_stay_legal(tmp_path, ids):
     (lambda p: p.write_text("[" * 50_000 + "]" * 50_000), "nested too deeply"),
 ])  # fmt: skip
 def test_unreadable_verdict_file_is_a_clear_error(tmp_path, make, fragment):
-    path = tmp_path / VERDICT_FILE
+    path = verdict_path(tmp_path, "c1")
     make(path)
     with pytest.raises(HumanVerdictError) as err:
         read_human_verdict(path, n_steps=4)

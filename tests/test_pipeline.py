@@ -32,10 +32,56 @@ def _small_params(params: dict) -> dict:
     return params
 
 
-def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], cwd: Path, **env_extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
+    env.update(env_extra)
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
+
+
+def _status(work: Path) -> set[str]:
+    """Stages `dvc status` reports as changed (directly: a dep, a param or an output differs)."""
+    out = _run(["dvc", "status", "--json"], work)
+    assert out.returncode == 0, out.stderr
+    return set(json.loads(out.stdout or "{}"))
+
+
+def _ran(result: subprocess.CompletedProcess) -> set[str]:
+    return {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
+
+
+# Declared params a stage may leave unread on the default toy path (each read on another path).
+UNREAD_OK = {
+    "judge": {"vote"},  # read with judge.cheap_first only
+    "silver": {"judge.judges", "generate.tensor_parallel_size"},  # a teacher endpoint / a vLLM teacher
+    "restore": {"quantize.calibration", "seed"},  # restore.merge: requantize only
+    "generate": {"generate.tensor_parallel_size"},  # vllm only
+    "align": {"generate.tensor_parallel_size"},
+}
+
+
+def _check_params_trace(trace: Path, dvc: dict, params: dict) -> None:
+    """Every params key a stage read (QMR_PARAMS_TRACE) is declared in dvc.yaml, and every declared
+    key is read (but for UNREAD_OK): the params deps are the keys the stage reads and no more."""
+    problems = []
+    for line in trace.read_text().splitlines():
+        rec = json.loads(line)
+        stage, read = rec.pop("stage"), set(rec.pop("read"))
+        item = {**rec}
+        subst = {"${key}": item.get("model", ""), **{f"${{item.{k}}}": v for k, v in item.items()}}
+        subst["${align.eval_benchmark}"] = params["align"]["eval_benchmark"]
+        declared = set()
+        for d in dvc["stages"][stage].get("do", dvc["stages"][stage]).get("params", []):
+            for a, b in subst.items():
+                d = d.replace(a, str(b))
+            declared.add(d)
+        covered = lambda k, keys: any(k == d or k.startswith(d + ".") for d in keys)  # noqa: E731
+        undeclared = {k for k in read if not covered(k, declared)}
+        unread = {d for d in declared if not any(k == d or k.startswith(d + ".") or d.startswith(k + ".") for k in read)}
+        unread -= UNREAD_OK.get(stage, set())
+        if undeclared or unread:
+            problems.append(f"{stage} {rec}: reads undeclared {sorted(undeclared)}, declares unread {sorted(unread)}")
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.slow
@@ -44,6 +90,7 @@ def test_dvc_repro_small_pipeline(tmp_path):
     work.mkdir()
     shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    shutil.copytree(REPO / "annotations", work / "annotations")  # the verdict tree, as in a clone
     (work / "metrics").mkdir()
     shutil.copy(REPO / "metrics" / "ablation.md", work / "metrics" / "ablation.md")  # committed, as in a clone
     params = _small_params(yaml.safe_load((REPO / "params.yaml").read_text()))
@@ -51,8 +98,10 @@ def test_dvc_repro_small_pipeline(tmp_path):
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
         assert _run(cmd, work).returncode == 0
 
-    first = _run(["dvc", "repro"], work)
+    trace = tmp_path / "params-trace.jsonl"
+    first = _run(["dvc", "repro"], work, QMR_PARAMS_TRACE=str(trace))
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    _check_params_trace(trace, yaml.safe_load((work / "dvc.yaml").read_text()), params)
 
     # align: the base model learnt the free-form style; compliance is measured before and after
     align = json.loads((work / "metrics" / "align.json").read_text())["toy"]
@@ -100,3 +149,45 @@ def test_dvc_repro_small_pipeline(tmp_path):
     second = _run(["dvc", "repro"], work)
     assert second.returncode == 0
     assert "Running stage" not in second.stdout, second.stdout
+
+    # The graph tells the truth (issue 13): each change marks exactly what depends on it.
+    upstream = {"prepare", "base@toy", "align"} | {f"quantize@toy-{v}" for v in params["quantize"]["variants"]}
+    # editing grading.py marks every stage that grades (and only those)
+    grading = work / "src" / "qmr" / "grading.py"
+    original = grading.read_text()
+    grading.write_text(original + "\n# edited\n")
+    grades = _status(work)
+    grading.write_text(original)
+    generate_all = {f"generate@toy-{v}-{b}" for v in params["quantize"]["variants"] for b in params["generate"]["benchmarks"]}
+    assert generate_all | {"align", "evaluate", "reevaluate", "vote", "judge@toy-rtn-w2g32", "silver@toy-rtn-w2g32"} <= grades
+    assert not grades & ({"base@toy", "report"} | {s for s in grades if s.startswith(("quantize@", "restore@"))})
+    # adding a benchmark: only its new generate instances and the stages that aggregate over benchmarks
+    bigger = json.loads(json.dumps(params))
+    bigger["generate"]["benchmarks"].append("train")
+    (work / "params.yaml").write_text(yaml.safe_dump(bigger, sort_keys=False))
+    added = _status(work)
+    new_generate = {f"generate@toy-{v}-train" for v in params["quantize"]["variants"]}
+    aggregators = {"evaluate", "reevaluate", "report", "judge@toy-gptq-w4a16", "judge@toy-rtn-w2g32", "silver@toy-rtn-w2g32"}
+    assert new_generate <= added and added - new_generate <= aggregators, added
+    # recovery.subset (users: `dvc exp run -S recovery.subset=ME`): silver and what follows it only
+    me = json.loads(json.dumps(params))
+    me["recovery"]["subset"] = "ME"
+    (work / "params.yaml").write_text(yaml.safe_dump(me, sort_keys=False))
+    assert _status(work) <= {"silver@toy-rtn-w2g32", "restore@toy-rtn-w2g32", "reevaluate", "report"}
+    assert "silver@toy-rtn-w2g32" in _status(work)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _status(work) == set()
+    # a human verdict is an input: a plain `dvc repro` re-runs vote and what follows, nothing upstream
+    label = json.loads((work / "data" / "labels" / "toy" / "rtn-w2g32.jsonl").read_text().splitlines()[0])
+    from qmr.locate.annotation import verdict_path
+
+    verdict = verdict_path(work / "annotations" / "toy" / "rtn-w2g32", label["id"])
+    verdict.parent.mkdir(parents=True)
+    verdict.write_text(json.dumps({"quantized_error_analysis": {
+        "primary_error_type": "computational_error", "error_step": 1, "explanation": "test", "confidence_score": 0.9}}))
+    applied = _run(["dvc", "repro"], work)
+    assert applied.returncode == 0, applied.stdout[-4000:] + applied.stderr[-4000:]
+    ran = _ran(applied)
+    assert "vote" in ran and not ran & (upstream | generate_all | {"evaluate"}) and not any(s.startswith("judge@") for s in ran), ran
+    relabelled = json.loads((work / "data" / "labels" / "toy" / "rtn-w2g32.jsonl").read_text().splitlines()[0])
+    assert relabelled["rule"] == "human" and relabelled["machine"]["rule"] == label["rule"]

@@ -196,7 +196,8 @@ def vote(ctx):
     """Voting protocol -> labels (first faulty step + error type), annotation packets, metrics/vote.json.
 
     Baseline + auxiliaries: unanimous accept, accept at `vote.threshold`, otherwise escalate to humans
-    (packets under data/annotation/). A completed human_verdict.json in a packet overrides the label.
+    (packets under data/annotation/). A verdict in annotations/<model>/<variant>/<case>.json (an input:
+    commit it, then `dvc repro`) overrides the label.
     """
     _run_stage(ctx, "vote")
 

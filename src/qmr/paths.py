@@ -14,6 +14,7 @@ DATA = ROOT / "data"
 MODELS = ROOT / "models"
 METRICS = ROOT / "metrics"
 PLOTS = ROOT / "plots"
+VERDICTS = ROOT / "annotations"   # human verdicts: an input (git-tracked), never written by a stage
 
 
 def benchmark(name: str) -> Path:
@@ -49,7 +50,13 @@ def labels(model: str, variant: str) -> Path:
 
 
 def annotation_dir(model: str, variant: str) -> Path:
+    """Annotation packets (an output of `vote`)."""
     return DATA / "annotation" / model / variant
+
+
+def verdicts_dir(model: str, variant: str) -> Path:
+    """Annotators' verdicts for one variant (an input of `vote`)."""
+    return VERDICTS / model / variant
 
 
 def silver(model: str, variant: str) -> Path:

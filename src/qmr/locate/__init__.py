@@ -24,7 +24,7 @@ What the ``vote`` stage calls, in order::
 
     from qmr.locate.cases import case_from_dict
     from qmr.locate.vote import VoteSpec, vote_all, group_judgments
-    from qmr.locate.annotation import write_packet, packet_dir, apply_human_verdicts
+    from qmr.locate.annotation import write_packet, packet_dir, verdict_path, apply_human_verdicts
     from qmr.locate.metrics import vote_metrics, error_type_rows, first_error_rows
     from qmr.locate.offline import ground_truth_for
 
@@ -33,8 +33,9 @@ What the ``vote`` stage calls, in order::
     for lab in labels:
         if lab["needs_human"] or lab["audit"]:
             write_packet(packet_dir(annotation_root, lab["id"]), case_of[lab["id"]],
-                         list(grouped.get(lab["id"], {}).values()), lab)
-    labels = apply_human_verdicts(labels, annotation_root, cases)
+                         list(grouped.get(lab["id"], {}).values()), lab,
+                         verdict=verdict_path(verdict_root, lab["id"]))
+    labels = apply_human_verdicts(labels, verdict_root, cases)   # verdicts: an input, not a packet file
     metrics = vote_metrics(labels, judgments, cases, ground_truth_for(cases) or None)
     rows = error_type_rows(labels, variant), first_error_rows(labels, cases, variant=variant)
 

@@ -8,8 +8,13 @@ One directory per escalated or audited case (`packet_dir`)::
     qt_trace.txt           the quantized solution, numbered steps (error_step refers to these numbers)
     judge_outputs/<judge>.json
     vote_summary.json      the machine label (rule, votes, proposal, audit flag)
-    instructions.md        the taxonomy and the verdict format
-    human_verdict.json     written by the annotator, never by the pipeline:
+    instructions.md        the taxonomy, the verdict format and where the verdict goes
+
+Packets are outputs (rewritten by every `vote` run). The annotator's verdict is an *input*, kept apart
+from them, in the verdict tree (``annotations/<model>/<variant>/`` in the pipeline, committed to
+git and declared as a dependency of `vote`), one file per case (`verdict_path`)::
+
+    <packet name>.json     written by the annotator, never by the pipeline:
         {"quantized_error_analysis": {"primary_error_type": "...", "error_step": 4,
                                       "explanation": "...", "confidence_score": 0.83}}
 
@@ -29,11 +34,11 @@ from qmr.locate.cases import Case
 from qmr.locate.taxonomy import ANSWERS, DESCRIPTIONS, NO_ERROR, category_of, normalize_type
 from qmr.steps import number_steps
 
-VERDICT_FILE = "human_verdict.json"
+VERDICT_SUFFIX = ".json"
 
 
 class HumanVerdictError(DataFileError):
-    """A human_verdict.json is malformed; the message names the file, the field, the value and what is allowed."""
+    """A human verdict file is malformed; the message names the file, the field, the value and what is allowed."""
 
 
 PACKET_NAME_MAX = 80
@@ -60,7 +65,12 @@ def packet_dir(root: str | Path, case_id: str) -> Path:
     return Path(root) / packet_name(case_id)
 
 
-def _instructions(n_steps: int) -> str:
+def verdict_path(verdict_root: str | Path, case_id: str) -> Path:
+    """Where the annotator's verdict for one case lives: ``<verdict_root>/<packet name>.json``."""
+    return Path(verdict_root) / f"{packet_name(case_id)}{VERDICT_SUFFIX}"
+
+
+def _instructions(n_steps: int, verdict: Path | None) -> str:
     lines = [
         "# Annotating one case",
         "",
@@ -73,7 +83,8 @@ def _instructions(n_steps: int) -> str:
     lines += [
         f"- `{NO_ERROR}`: the quantized solution has no real error (error_step: null)",
         "",
-        f"Write `{VERDICT_FILE}` in this directory (error_step between 1 and {n_steps}):",
+        f"Write your verdict to `{verdict if verdict is not None else '<verdict tree>/<packet>.json'}`"
+        f" (error_step between 1 and {n_steps}); then `dvc repro` applies it (re-runs `vote` and what follows):",
         "",
         "```json",
         '{"quantized_error_analysis": {"primary_error_type": "computational_error", "error_step": 2,',
@@ -87,9 +98,13 @@ def _instructions(n_steps: int) -> str:
 
 
 def write_packet(
-    directory: str | Path, case: Case, judgments: list[dict[str, Any]], label: dict[str, Any]
+    directory: str | Path,
+    case: Case,
+    judgments: list[dict[str, Any]],
+    label: dict[str, Any],
+    verdict: str | Path | None = None,
 ) -> Path:
-    """Write (or refresh) one case's packet; an existing human_verdict.json is never touched."""
+    """Write (or refresh) one case's packet; ``verdict`` is where its instructions say the verdict goes."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     write_text(d / "problem.txt", case.question.strip() + "\n")
@@ -103,7 +118,7 @@ def write_packet(
     for j in judgments:
         write_json(out_dir / f"{packet_name(j['judge'])}.json", j)
     write_json(d / "vote_summary.json", label)
-    write_text(d / "instructions.md", _instructions(len(case.qt_steps)))
+    write_text(d / "instructions.md", _instructions(len(case.qt_steps), None if verdict is None else Path(verdict)))
     return d
 
 
@@ -125,7 +140,7 @@ def _problem(path: Path, key: str, value: Any, allowed: str) -> str:
 
 
 def read_human_verdict(path: str | Path, n_steps: int | None = None) -> dict[str, Any]:
-    """Validate a human_verdict.json; returns {primary_error_type, error_step, explanation, confidence_score}.
+    """Validate one human verdict file; returns {primary_error_type, error_step, explanation, confidence_score}.
 
     Raises `HumanVerdictError` listing every problem (file, field, value, what is allowed).
     """
@@ -176,7 +191,7 @@ def read_human_verdict(path: str | Path, n_steps: int | None = None) -> dict[str
 
 
 def apply_human_verdicts(
-    labels: list[dict[str, Any]], annotation_root: str | Path, cases: list[Case] | None = None
+    labels: list[dict[str, Any]], verdict_root: str | Path, cases: list[Case] | None = None
 ) -> list[dict[str, Any]]:
     """New labels: those with a verdict file get the human's answer (rule ``human``).
 
@@ -188,7 +203,7 @@ def apply_human_verdicts(
     out: list[dict[str, Any]] = []
     errors: list[str] = []
     for lab in labels:
-        path = packet_dir(annotation_root, lab["id"]) / VERDICT_FILE
+        path = verdict_path(verdict_root, lab["id"])
         if not path.exists():
             out.append(dict(lab))
             continue

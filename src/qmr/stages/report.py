@@ -28,6 +28,14 @@ def run(params) -> None:
     text = render_report(evaluate, vote, restore, list(params.generate.benchmarks), ablation=ablation, align=align)
     write_text(paths.METRICS / "report.md", text)
     figures = save_figures(evaluate, vote, logs, paths.plots("report"))
-    curves = [{"run": run, "step": r["step"], "loss": r["loss"], "margin": r.get("rewards/margins")} for run, rows in logs.items() for r in rows]
-    write_csv(paths.plots("report") / "train_curves.csv", curves, ["run", "step", "loss", "margin"])
+    curves = [{"run": run, "step": r["step"], "loss": r["loss"]} for run, rows in logs.items() for r in rows]
+    write_csv(paths.plots("report") / "train_curves.csv", curves, ["run", "step", "loss"])
+    # reward margins exist for preference objectives only: an sft run gets no (flat, empty) line
+    margins = [
+        {"run": run, "step": r["step"], "margin": r["rewards/margins"]}
+        for run, rows in logs.items()
+        for r in rows
+        if r.get("rewards/margins") is not None
+    ]
+    write_csv(paths.plots("report") / "train_margins.csv", margins, ["run", "step", "margin"])
     log.info("wrote metrics/report.md and %d figures", len(figures))

@@ -1,7 +1,8 @@
 """Stage `vote`: the voting protocol -> consensus labels, annotation packets, metrics/vote.json.
 
-Escalated and audit cases get a packet under data/annotation/<model>/<variant>/<case>/; a completed
-`human_verdict.json` there overrides the automated label the next time this stage runs.
+Escalated and audit cases get a packet under data/annotation/<model>/<variant>/<case>/. Annotators'
+verdicts are an input: annotations/<model>/<variant>/<case>.json (git-tracked, a dependency of this
+stage) overrides the automated label, so a plain `dvc repro` applies a new verdict from here on.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def run(params) -> None:
-    from qmr.locate.annotation import apply_human_verdicts, packet_dir, write_packet
+    from qmr.locate.annotation import apply_human_verdicts, packet_dir, verdict_path, write_packet
     from qmr.locate.cases import case_from_dict
     from qmr.locate.metrics import confusion_rows, error_type_rows, first_error_rows, vote_metrics
     from qmr.locate.offline import ground_truth_for
@@ -33,23 +34,30 @@ def run(params) -> None:
             grouped = group_judgments(judgments)
             root = paths.annotation_dir(model, variant)
             root.mkdir(parents=True, exist_ok=True)  # a DVC output even when nothing escalates
+            verdicts = paths.verdicts_dir(model, variant)
             for lab in labels:
                 lab["benchmark"] = case_of[lab["id"]].benchmark
                 if lab["needs_human"] or lab["audit"]:
-                    write_packet(packet_dir(root, lab["id"]), case_of[lab["id"]], list(grouped.get(lab["id"], {}).values()), lab)
-            labels = apply_human_verdicts(labels, root, cases)
+                    write_packet(
+                        packet_dir(root, lab["id"]),
+                        case_of[lab["id"]],
+                        list(grouped.get(lab["id"], {}).values()),
+                        lab,
+                        verdict=verdict_path(verdicts, lab["id"]),
+                    )
+            labels = apply_human_verdicts(labels, verdicts, cases)
             write_jsonl(paths.labels(model, variant), labels)
             truth = ground_truth_for(cases)
             m = vote_metrics(labels, judgments, cases, truth or None)
-            confusion += confusion_rows(labels, truth, variant)
+            confusion += [{"model": model, **r} for r in confusion_rows(labels, truth, variant)]
             stats = read_json(paths.judgments(model, variant).with_suffix(".stats.json"))
             m["calls"] = {"made": stats["calls_made"], "saved": stats["calls_saved"]}
             metrics[model][variant] = m
-            type_rows += error_type_rows(labels, variant)
-            position_rows += first_error_rows(labels, cases, variant=variant)
+            type_rows += [{"model": model, **r} for r in error_type_rows(labels, variant)]
+            position_rows += [{"model": model, **r} for r in first_error_rows(labels, cases, variant=variant)]
             log.info("%s/%s: %d labels, rules %s", model, variant, len(labels), m.get("rules"))
     write_json(paths.metrics("vote"), metrics)
     write_csv(paths.plots("vote") / "error_types.csv", type_rows)
     write_csv(paths.plots("vote") / "first_error_position.csv", position_rows)
     # judge ensemble vs the toy's exact ground truth (empty for real benchmarks, which have none)
-    write_csv(paths.plots("vote") / "confusion.csv", confusion, ["variant", "id", "actual", "predicted"])
+    write_csv(paths.plots("vote") / "confusion.csv", confusion, ["model", "variant", "id", "actual", "predicted"])
