@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 # packages whose __init__ every module import runs but which hold no behaviour (checked below)
 INERT = ("qmr/__init__.py", "qmr/stages/__init__.py")
-_MODULE_STRING = re.compile(r"^qmr(\.[a-z_][a-z0-9_]*)+$")
+_MODULE_STRING = re.compile(r"^qmr(\.[a-z_][a-z0-9_]*)+(:[A-Za-z_][A-Za-z0-9_]*)?$")  # registry entries
 
 
 def module_path(src: Path, name: str) -> Path | None:
@@ -55,8 +55,9 @@ def imported_modules(src: Path, path: Path) -> set[str]:
                 if module_path(src, f"{base}.{alias.name}"):
                     found.add(f"{base}.{alias.name}")
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_STRING.match(node.value):
-            if module_path(src, node.value):
-                found.add(node.value)
+            name = node.value.split(":")[0]
+            if module_path(src, name):
+                found.add(name)
     return found
 
 
@@ -236,8 +237,10 @@ def test_broken_copy_new_lazy_import_is_caught(copy: Path):
 
 
 def test_broken_copy_registry_entry_is_caught(copy: Path):
-    gen = copy / "src" / "qmr" / "generation" / "__init__.py"
-    gen.write_text(gen.read_text().replace('"vllm": (', '"fancy": ("qmr.toy.tokenizer", "X", None),\n    "vllm": ('))
+    gen = copy / "src" / "qmr" / "generation" / "base.py"
+    text = gen.read_text()
+    assert '"vllm": "qmr.generation.vllm_backend:VLLMBackend"' in text
+    gen.write_text(text.replace('"vllm": "qmr', '"fancy": "qmr.toy.tokenizer:X",\n        "vllm": "qmr'))
     missing = uncovered_imports(copy, _dvc(copy))
     assert "src/qmr/toy/tokenizer.py" in missing["generate"]
 

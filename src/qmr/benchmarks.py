@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from qmr.io import DataFileError, read_jsonl
+from qmr.registry import Registry
 
 LETTERS = "ABCD"
 
@@ -104,64 +105,92 @@ def prm800k_solutions(rows: list[dict], name: str) -> list[dict]:
     return records
 
 
+# Record formats (`benchmarks.<name>.format`): name -> a row normalizer ``(row, name, index) -> record``.
+# ``auto`` is not a format: it picks one of these from the first row's fields (`_guess_format`).
+FORMATS = Registry(
+    "benchmarks.<name>.format",
+    {
+        "toy": "qmr.benchmarks:as_is",
+        "gsm8k": "qmr.benchmarks:gsm8k_record",
+        "math": "qmr.benchmarks:math_record",
+        "aime": "qmr.benchmarks:aime_record",
+        "mmlu": "qmr.benchmarks:mmlu_record",
+        "prm800k": "qmr.benchmarks:as_is",  # rows are grouped into records by `prm800k_solutions` first
+    },
+)
+
+
 def normalize(row: dict, fmt: str, name: str, index: int) -> dict:
     """One raw row -> a benchmark record; raises DataFileError naming the missing field."""
+    if fmt not in FORMATS:
+        raise DataFileError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    return FORMATS.load(fmt)(row, name, index)
 
-    def need(key: str):
-        if key not in row or row[key] is None:
-            raise DataFileError(f"record {index}: missing field {key!r} (format {fmt})")
-        return row[key]
 
-    if fmt in ("toy", "prm800k"):  # prm800k rows are grouped into records by `prm800k_solutions` first
-        return row
-    if fmt == "gsm8k":
-        q, sol = need("question"), need("answer")
-        if "####" not in sol:
-            raise DataFileError(f"record {index}: field 'answer' has no '#### N' final answer (format gsm8k)")
-        ans = sol.split("####")[-1].strip().replace(",", "")
-        return {"id": _stable_id(name, q), "source": "gsm8k", "question": q, "answer": ans, "solution": sol}
-    if fmt == "math":
-        q, sol = need("problem"), row.get("solution")
-        ans = row.get("answer")
+def _need(row: dict, key: str, index: int, fmt: str):
+    if key not in row or row[key] is None:
+        raise DataFileError(f"record {index}: missing field {key!r} (format {fmt})")
+    return row[key]
+
+
+def as_is(row: dict, name: str, index: int) -> dict:
+    """``toy`` (and grouped ``prm800k``) rows are already records."""
+    return row
+
+
+def gsm8k_record(row: dict, name: str, index: int) -> dict:
+    q, sol = _need(row, "question", index, "gsm8k"), _need(row, "answer", index, "gsm8k")
+    if "####" not in sol:
+        raise DataFileError(f"record {index}: field 'answer' has no '#### N' final answer (format gsm8k)")
+    ans = sol.split("####")[-1].strip().replace(",", "")
+    return {"id": _stable_id(name, q), "source": "gsm8k", "question": q, "answer": ans, "solution": sol}
+
+
+def math_record(row: dict, name: str, index: int) -> dict:
+    q, sol = _need(row, "problem", index, "math"), row.get("solution")
+    ans = row.get("answer")
+    if ans is None:
+        from qmr.grading import extract_answer
+
+        ans = extract_answer(sol or "", "math").value if sol else None
         if ans is None:
-            from qmr.grading import extract_answer
+            raise DataFileError(f"record {index}: no 'answer' field and no \\boxed{{}} in 'solution' (format math)")
+    rec = {"id": row.get("unique_id") or _stable_id(name, q), "source": "math", "question": q, "answer": str(ans)}
+    for key in ("solution", "subject", "level"):
+        if row.get(key) is not None:
+            rec[key] = row[key]
+    if row.get("type") and "subject" not in rec:
+        rec["subject"] = row["type"]
+    return rec
 
-            ans = extract_answer(sol or "", "math").value if sol else None
-            if ans is None:
-                raise DataFileError(f"record {index}: no 'answer' field and no \\boxed{{}} in 'solution' (format math)")
-        rec = {"id": row.get("unique_id") or _stable_id(name, q), "source": "math", "question": q, "answer": str(ans)}
-        for key in ("solution", "subject", "level"):
-            if row.get(key) is not None:
-                rec[key] = row[key]
-        if row.get("type") and "subject" not in rec:
-            rec["subject"] = row["type"]
-        return rec
-    if fmt == "aime":
-        q = row.get("problem") or row.get("question")
-        if q is None:
-            raise DataFileError(f"record {index}: missing field 'problem' (format aime)")
-        ans = need("answer")
-        try:
-            ans = str(int(float(str(ans).strip())))
-        except ValueError:
-            raise DataFileError(f"record {index}: field 'answer' = {ans!r} is not an integer (format aime)") from None
-        rid = row.get("id")
-        return {"id": f"{name}-{rid}" if rid is not None else _stable_id(name, q), "source": "aime", "question": q, "answer": ans}
-    if fmt == "mmlu":
-        q = need("question")
-        if "_csv" in row:
-            choices, letter = [row[c] for c in LETTERS], str(row["answer"]).strip()
-        else:
-            choices, idx = need("choices"), need("answer")
-            letter = LETTERS[int(idx)] if not isinstance(idx, str) or idx.isdigit() else idx.strip()
-        if letter not in LETTERS:
-            raise DataFileError(f"record {index}: field 'answer' = {letter!r}; allowed: A, B, C, D (format mmlu)")
-        text = q + "\n" + "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
-        rec = {"id": _stable_id(name, text), "source": "mmlu", "question": text, "answer": letter}
-        if row.get("type"):
-            rec["subject"] = row["type"]
-        return rec
-    raise DataFileError(f"unknown format {fmt!r}; allowed: toy, gsm8k, math, aime, mmlu, prm800k")
+
+def aime_record(row: dict, name: str, index: int) -> dict:
+    q = row.get("problem") or row.get("question")
+    if q is None:
+        raise DataFileError(f"record {index}: missing field 'problem' (format aime)")
+    ans = _need(row, "answer", index, "aime")
+    try:
+        ans = str(int(float(str(ans).strip())))
+    except ValueError:
+        raise DataFileError(f"record {index}: field 'answer' = {ans!r} is not an integer (format aime)") from None
+    rid = row.get("id")
+    return {"id": f"{name}-{rid}" if rid is not None else _stable_id(name, q), "source": "aime", "question": q, "answer": ans}
+
+
+def mmlu_record(row: dict, name: str, index: int) -> dict:
+    q = _need(row, "question", index, "mmlu")
+    if "_csv" in row:
+        choices, letter = [row[c] for c in LETTERS], str(row["answer"]).strip()
+    else:
+        choices, idx = _need(row, "choices", index, "mmlu"), _need(row, "answer", index, "mmlu")
+        letter = LETTERS[int(idx)] if not isinstance(idx, str) or idx.isdigit() else idx.strip()
+    if letter not in LETTERS:
+        raise DataFileError(f"record {index}: field 'answer' = {letter!r}; allowed: A, B, C, D (format mmlu)")
+    text = q + "\n" + "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
+    rec = {"id": _stable_id(name, text), "source": "mmlu", "question": text, "answer": letter}
+    if row.get("type"):
+        rec["subject"] = row["type"]
+    return rec
 
 
 def _check_record(rec: dict, fmt: str, index: int) -> None:

@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
-from qmr.errors import UserError
+from qmr.errors import UserError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def _convert(tp: Any, value: Any, key: str, problems: list[Problem]) -> Any:
     if origin is Literal:
         if value in get_args(tp):
             return value
-        problems.append(Problem(key, value, _type_name(tp)))
+        problems.append(Problem(key, value, _type_name(tp) + did_you_mean(value, [str(a) for a in get_args(tp)])))
         return None
     if origin in (Union, types.UnionType):
         args = get_args(tp)

@@ -9,6 +9,18 @@ its traceback (exit 1).
 from __future__ import annotations
 
 
+def did_you_mean(value: object, allowed: list[str] | tuple[str, ...]) -> str:
+    """`` (did you mean 'x'?)`` when ``value`` is a string close to one of ``allowed``, else ``""``."""
+    import difflib
+
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, list(allowed), n=1, cutoff=0.6)
+    if not close:
+        close = [a for a in allowed if a.lower() == value.lower()]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 class UserError(Exception):
     """A problem the user can fix; the message names the key or file, the value and what is allowed."""
 
@@ -19,5 +31,6 @@ def choose(option: str, name: str, allowed):
     depend on the whole list of variants."""
     value = allowed.get(name)
     if value is None:
-        raise UserError(f"--{option}: got {name!r}; allowed: {', '.join(sorted(allowed))}")
+        choices = sorted(allowed)
+        raise UserError(f"--{option}: got {name!r}; allowed: {', '.join(choices)}{did_you_mean(name, choices)}")
     return value

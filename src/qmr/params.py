@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from qmr.align import AlignConfig
+from qmr.benchmarks import FORMATS
 from qmr.config import MAX_YAML_BYTES, SEED_MAX, ConfigError, Problem, field, from_dict, load_yaml
 from qmr.generation.base import GenerateConfig
 from qmr.locate.judges import JudgeSpec
@@ -60,7 +61,7 @@ class BenchmarkSpec:
     role: Literal["train", "mine", "eval"] = field("eval", help="train (model training, calibration), mine (failure mining pool), eval (held out)")
     kind: Literal["math", "choice", "integer"] = field("math", help="answer kind for grading")
     path: str | None = field(None, help="local file (jsonl/json/csv/parquet) when source is 'local'")
-    format: Literal["auto", "toy", "gsm8k", "math", "aime", "mmlu", "prm800k"] = field("auto", help="record format of a local/hub file")
+    format: Literal[("auto", *FORMATS.names())] = field("auto", help="record format of a local/hub file (auto: guessed from the fields)")  # type: ignore[valid-type]
     families: list[str] | None = field(None, help="toy: problem families to draw from (null = all)")
     hub_id: str | None = field(None, help="hub dataset id (source: hub)")
     subset: str | None = field(None, help="hub dataset configuration name (source: hub)")
@@ -200,7 +201,7 @@ class Params:
                     out.append(Problem(f"{section}.{name}", name, f"a name of 1-64 {allowed}, starting with a letter or digit "
                                        "(it becomes a file name)" + (" and no '..'" if extra == "." else "")))
         for field_name, listed in (("generate.benchmarks", self.generate.benchmarks), ("judge.variants", self.judge.variants),
-                                   ("recovery.variants", self.recovery.variants), ("vote.auxiliaries", self.vote.auxiliaries)):  # fmt: skip
+                                   ("recovery.variants", self.recovery.variants)):  # fmt: skip (vote.auxiliaries: VoteSpec.check)
             twice = sorted({x for x in listed if listed.count(x) > 1})
             if twice:
                 out.append(Problem(field_name, listed, f"each name once (listed more than once: {', '.join(twice)})"))

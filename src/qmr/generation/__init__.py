@@ -7,12 +7,7 @@ missing optional extra (vLLM) is reported with the extra's name instead of an Im
 from __future__ import annotations
 
 from qmr.errors import UserError
-from qmr.generation.base import Backend, Completion, GenerateConfig
-
-BACKENDS = {
-    "transformers": ("qmr.generation.hf", "TransformersBackend", None),
-    "vllm": ("qmr.generation.vllm_backend", "VLLMBackend", "vllm"),
-}
+from qmr.generation.base import BACKENDS, EXTRAS, Backend, Completion, GenerateConfig
 
 
 class MissingExtraError(UserError, RuntimeError):
@@ -20,23 +15,21 @@ class MissingExtraError(UserError, RuntimeError):
 
 
 def get_backend(name: str, model_path: str, **kwargs) -> Backend:
-    import importlib
     import importlib.util
 
-    if name not in BACKENDS:
-        raise UserError(f"generate.backend: got {name!r}; allowed: {', '.join(sorted(BACKENDS))}")
-    module, cls, extra = BACKENDS[name]
+    BACKENDS.check(name)
+    extra = EXTRAS.get(name)
     if extra and importlib.util.find_spec(extra) is None:  # backends import their library lazily
         raise MissingExtraError(f"generate.backend: {name!r} needs the optional extra: pip install 'qmr[{extra}]'")
     try:
-        mod = importlib.import_module(module)
+        cls = BACKENDS.load(name)
     except ImportError as exc:
         if extra:
             raise MissingExtraError(
                 f"generate.backend: {name!r} needs the optional extra: pip install 'qmr[{extra}]' ({exc})"
             ) from None
         raise
-    return getattr(mod, cls)(model_path, **kwargs)
+    return cls(model_path, **kwargs)
 
 
 def backend_from_config(cfg: GenerateConfig, model_path: str, adapter: str | None = None) -> Backend:

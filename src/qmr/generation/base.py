@@ -6,13 +6,25 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from qmr.config import Problem, field
+from qmr.registry import Registry
+
+# Generation backends: name -> the Backend class, imported when selected.
+BACKENDS = Registry(
+    "generate.backend",
+    {
+        "transformers": "qmr.generation.hf:TransformersBackend",
+        "vllm": "qmr.generation.vllm_backend:VLLMBackend",
+    },
+)
+EXTRAS = {"vllm": "vllm"}  # backend -> the optional extra (and top-level package) it needs
+Backend_ = BACKENDS.literal()
 
 
 @dataclass
 class GenerateConfig:
     """How every variant generates its step-by-step solutions (the same for all variants)."""
 
-    backend: Literal["transformers", "vllm"] = field("transformers", help="generation backend")
+    backend: Backend_ = field("transformers", help="generation backend")
     benchmarks: list[str] = field(default_factory=lambda: ["test"], help="benchmarks (keys of `benchmarks`) to generate on")
     samples: int = field(1, help="samples per problem (majority vote when > 1)")
     temperature: float = field(0.0, help="0 = greedy; > 0 samples")

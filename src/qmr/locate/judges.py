@@ -18,14 +18,24 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from qmr.config import Problem, field
 from qmr.locate.cases import Case, input_hash
+from qmr.registry import Registry
 
 log = logging.getLogger(__name__)
 
-JudgeKind = Literal["arithmetic", "reference", "llm"]
+# Judge kinds: name -> a factory ``(name, spec) -> Judge``, imported when a judge of that kind is built.
+JUDGE_KINDS = Registry(
+    "judge.judges.<name>.kind",
+    {
+        "arithmetic": "qmr.locate.offline:arithmetic_judge",
+        "reference": "qmr.locate.offline:reference_judge",
+        "llm": "qmr.locate.llm:LLMJudge",
+    },
+)
+JudgeKind = JUDGE_KINDS.literal()
 
 TEMPLATE_PACKAGE = "qmr.locate.templates"
 
@@ -179,14 +189,4 @@ def build_judge(name: str, spec: JudgeSpec) -> Judge:
         from qmr.config import ConfigError
 
         raise ConfigError(problems, source=f"judge {name!r}")
-    if spec.kind == "arithmetic":
-        from qmr.locate.offline import ArithmeticJudge
-
-        return ArithmeticJudge(name)
-    if spec.kind == "reference":
-        from qmr.locate.offline import ReferenceJudge
-
-        return ReferenceJudge(name)
-    from qmr.locate.llm import LLMJudge
-
-    return LLMJudge(name, spec)
+    return JUDGE_KINDS.load(spec.kind, f"judge.judges.{name}.kind")(name, spec)

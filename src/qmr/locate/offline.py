@@ -386,3 +386,13 @@ def toy_ground_truth(
 def ground_truth_for(cases: list[Case]) -> dict[str, tuple[int | None, str | None]]:
     """{case id: (step, type)} for every case with a toy plan (exact ground truth)."""
     return {c.id: toy_ground_truth(c.plan, c.qt_steps, c.question) for c in cases if c.plan}
+
+
+def arithmetic_judge(name: str, spec: Any = None) -> ArithmeticJudge:
+    """Factory for judge kind ``arithmetic`` (locate.judges.JUDGE_KINDS); the spec has no options."""
+    return ArithmeticJudge(name)
+
+
+def reference_judge(name: str, spec: Any = None) -> ReferenceJudge:
+    """Factory for judge kind ``reference`` (locate.judges.JUDGE_KINDS); the spec has no options."""
+    return ReferenceJudge(name)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qmr.quant.spec import QuantSpec
+from qmr.quant.spec import METHODS, QuantSpec
 
 
 def quantization_scheme(spec: QuantSpec) -> Any:
@@ -52,27 +52,46 @@ def ignore_list(spec: QuantSpec) -> list[str]:
 
 
 def build_recipe(spec: QuantSpec) -> list:
-    """The llmcompressor modifiers for ``spec`` (raises ``ValueError`` for none/prequantized)."""
-    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
+    """The llmcompressor modifiers for ``spec``, from the method's entry in `qmr.quant.spec.METHODS`."""
+    return METHODS.load(spec.method)(spec)
 
-    common = {"config_groups": {"group_0": quantization_scheme(spec)}, "ignore": ignore_list(spec)}
-    if spec.method == "rtn":
-        return [QuantizationModifier(**common)]
-    if spec.method == "gptq":
-        return [GPTQModifier(dampening_frac=spec.dampening_frac, **common)]
-    if spec.method == "awq":
-        from llmcompressor.modifiers.transform import AWQModifier
 
-        # AWQ only rescales (smooth layer ÷ s, balance layers × s); the QuantizationModifier after it
-        # carries the scheme, which AWQ reads to grid-search s against the real quantizer.
-        return [AWQModifier(), QuantizationModifier(**common)]
-    if spec.method == "smoothquant":
-        from llmcompressor.modifiers.transform import SmoothQuantModifier
+def _common(spec: QuantSpec) -> dict[str, Any]:
+    return {"config_groups": {"group_0": quantization_scheme(spec)}, "ignore": ignore_list(spec)}
 
-        return [
-            SmoothQuantModifier(smoothing_strength=spec.smoothing_strength),
-            GPTQModifier(dampening_frac=spec.dampening_frac, **common),
-        ]
-    raise ValueError(
-        f"method {spec.method!r} has no llmcompressor recipe; allowed: rtn, gptq, awq, smoothquant"
-    )
+
+def rtn(spec: QuantSpec) -> list:
+    """Round-to-nearest with a min-max observer."""
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+
+    return [QuantizationModifier(**_common(spec))]
+
+
+def gptq(spec: QuantSpec) -> list:
+    from llmcompressor.modifiers.quantization import GPTQModifier
+
+    return [GPTQModifier(dampening_frac=spec.dampening_frac, **_common(spec))]
+
+
+def awq(spec: QuantSpec) -> list:
+    """AWQ only rescales (smooth layer / s, balance layers x s); the QuantizationModifier after it
+    carries the scheme, which AWQ reads to grid-search s against the real quantizer."""
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+    from llmcompressor.modifiers.transform import AWQModifier
+
+    return [AWQModifier(), QuantizationModifier(**_common(spec))]
+
+
+def smoothquant(spec: QuantSpec) -> list:
+    from llmcompressor.modifiers.quantization import GPTQModifier
+    from llmcompressor.modifiers.transform import SmoothQuantModifier
+
+    return [
+        SmoothQuantModifier(smoothing_strength=spec.smoothing_strength),
+        GPTQModifier(dampening_frac=spec.dampening_frac, **_common(spec)),
+    ]
+
+
+def pointer_only(spec: QuantSpec) -> list:
+    """``none`` / ``prequantized``: nothing to quantize (the variant is a pointer)."""
+    raise ValueError(f"method {spec.method!r} has no llmcompressor recipe; allowed: rtn, gptq, awq, smoothquant")

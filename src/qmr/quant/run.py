@@ -22,7 +22,7 @@ from typing import Any
 from qmr.checkpoints import POINTER_FILE, resolve_model_path, write_pointer
 from qmr.errors import UserError
 from qmr.quant.load import read_quantization_config
-from qmr.quant.spec import QuantSpec, scheme_name
+from qmr.quant.spec import POINTER_METHODS, QuantSpec, scheme_name
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def quantize_checkpoint(
     out_dir = Path(out_dir)
     src, src_rev = resolve_model_path(model_dir)
     started = time.perf_counter()
-    if spec.method in ("none", "prequantized"):
+    if spec.method in POINTER_METHODS:
         return _write_pointer_variant(src, src_rev, out_dir, spec, started)
 
     import torch

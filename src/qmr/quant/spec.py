@@ -8,11 +8,26 @@ is reported with its dotted key before any model is loaded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from qmr.config import Problem, field
+from qmr.registry import Registry
 
-Method = Literal["none", "rtn", "gptq", "awq", "smoothquant", "prequantized"]
+# Quantization methods: name -> the llmcompressor recipe builder ``(QuantSpec) -> [modifiers]``.
+# ``none`` and ``prequantized`` quantize nothing: the variant is a pointer (to the fp model / to a
+# checkpoint quantized elsewhere), and their builder says so if called.
+METHODS = Registry(
+    "quantize.variants.<name>.method",
+    {
+        "none": "qmr.quant.recipes:pointer_only",
+        "rtn": "qmr.quant.recipes:rtn",
+        "gptq": "qmr.quant.recipes:gptq",
+        "awq": "qmr.quant.recipes:awq",
+        "smoothquant": "qmr.quant.recipes:smoothquant",
+        "prequantized": "qmr.quant.recipes:pointer_only",
+    },
+)
+POINTER_METHODS = ("none", "prequantized")
+Method = METHODS.literal()
 
 WEIGHT_BITS = (2, 3, 4, 8)
 """Weight bit-widths the weight-only methods (rtn, gptq, awq) support."""

@@ -29,18 +29,27 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from qmr.config import SEED_MAX, Problem, field
 from qmr.errors import UserError
 from qmr.prompts import build_prompt
+from qmr.registry import Registry
 
 log = logging.getLogger(__name__)
 
-Subset = Literal["ALL", "CE", "RE", "ME", "EE", "RAND_NS", "ALL_NS"]
-SUBSETS: tuple[str, ...] = ("ALL", "CE", "RE", "ME", "EE", "RAND_NS", "ALL_NS")
 CATEGORIES: tuple[str, ...] = ("CE", "RE", "ME", "EE")
-STEP_RESUMED: tuple[str, ...] = ("ALL", "CE", "RE", "ME", "EE")
+# Recovery subsets (`recovery.subset`): name -> the pair builder ``(subset, Mining) -> pairs``.
+SUBSETS = Registry(
+    "recovery.subset",
+    {
+        "ALL": "qmr.restore.silver:step_resumed_pairs",
+        **{c: "qmr.restore.silver:step_resumed_pairs" for c in CATEGORIES},
+        "RAND_NS": "qmr.restore.silver:rand_ns_pairs",
+        "ALL_NS": "qmr.restore.silver:all_ns_pairs",
+    },
+)
+Subset = SUBSETS.literal()
 NO_ERROR = "no_error"
 
 Teacher = Callable[[list[str], int], list[list[str]]]
@@ -310,8 +319,7 @@ def build_pairs(
     ``max_pairs``; pass ALL's final pair count for an exact match). A subset that yields nothing returns
     ``[]`` with ``stats["empty"]`` and a message; a problem id in ``eval_ids`` raises `LeakageError`.
     """
-    if subset not in SUBSETS:
-        raise ValueError(f"recovery.subset: got {subset!r}; allowed: {', '.join(SUBSETS)}")
+    builder = SUBSETS.load(subset)
     problems = cfg.check("recovery")
     if problems:
         raise ValueError("; ".join(str(p) for p in problems))
@@ -345,34 +353,63 @@ def build_pairs(
     if subset != "RAND_NS":
         stats["skipped"].update(skipped)
 
-    if subset in STEP_RESUMED:
-        chosen_labels = [f for f in failures if subset == "ALL" or f["category"] == subset]
-        check_leakage((lab["id"] for lab in chosen_labels), eval_ids)
-        pairs = _step_resumed(subset, chosen_labels, records, qt_by_id, teacher, cfg, grade, stats)
-    elif subset == "ALL_NS":
-        check_leakage((lab["id"] for lab in failures), eval_ids)
-        pairs = _all_ns(failures, records, qt_by_id, fp_by_id, cfg, stats)
-    else:
-        pool = sorted(
-            pid
-            for pid, rec in records.items()
-            if pid in qt_by_id and not (rec.get("family") is not None and rec.get("family") in excluded)
-        )
-        n_excluded = sum(
-            1 for rec in records.values() if rec.get("family") is not None and rec.get("family") in excluded
-        )
-        if n_excluded:
-            stats["skipped"]["excluded_family"] += n_excluded
-        check_leakage(pool, eval_ids, what="mining-pool")
-        target = size if size is not None else len(failures)
-        if cfg.max_pairs:
-            target = min(target, cfg.max_pairs)
-        stats["target_size"] = target
-        pairs = _rand_ns(pool, target, records, qt_by_id, fp_by_id, cfg, stats)
+    mining = Mining(failures, records, qt_by_id, fp_by_id, teacher, cfg, grade, stats, eval_ids, excluded, size)
+    pairs = builder(subset, mining)
 
     check_leakage((p["id"] for p in pairs), eval_ids)
     pairs.sort(key=lambda p: (p["id"], p.get("sample", 0) or 0))
     return pairs, _finish_stats(stats, pairs)
+
+
+@dataclass
+class Mining:
+    """What a pair builder works from: the usable labelled failures and the mining pool's traces."""
+
+    failures: list[Mapping[str, Any]]
+    records: dict[str, Mapping[str, Any]]
+    qt_by_id: dict[str, list[Mapping[str, Any]]]
+    fp_by_id: dict[str, list[Mapping[str, Any]]]
+    teacher: Teacher | None
+    cfg: RecoveryConfig
+    grade: Grader
+    stats: dict[str, Any]
+    eval_ids: Iterable[str] | None
+    excluded: set[str]
+    size: int | None
+
+
+def step_resumed_pairs(subset: str, m: Mining) -> list[dict]:
+    """ALL / CE / RE / ME / EE: resume from the prefix before the first faulty step (the paper)."""
+    chosen_labels = [f for f in m.failures if subset == "ALL" or f["category"] == subset]
+    check_leakage((lab["id"] for lab in chosen_labels), m.eval_ids)
+    return _step_resumed(subset, chosen_labels, m.records, m.qt_by_id, m.teacher, m.cfg, m.grade, m.stats)
+
+
+def all_ns_pairs(subset: str, m: Mining) -> list[dict]:
+    """ALL_NS (control): every labelled failure, no step resume."""
+    check_leakage((lab["id"] for lab in m.failures), m.eval_ids)
+    return _all_ns(m.failures, m.records, m.qt_by_id, m.fp_by_id, m.cfg, m.stats)
+
+
+def rand_ns_pairs(subset: str, m: Mining) -> list[dict]:
+    """RAND_NS (control): as many random mining-pool problems as ALL would use, no step resume."""
+    excluded = m.excluded
+    pool = sorted(
+        pid
+        for pid, rec in m.records.items()
+        if pid in m.qt_by_id and not (rec.get("family") is not None and rec.get("family") in excluded)
+    )
+    n_excluded = sum(
+        1 for rec in m.records.values() if rec.get("family") is not None and rec.get("family") in excluded
+    )
+    if n_excluded:
+        m.stats["skipped"]["excluded_family"] += n_excluded
+    check_leakage(pool, m.eval_ids, what="mining-pool")
+    target = m.size if m.size is not None else len(m.failures)
+    if m.cfg.max_pairs:
+        target = min(target, m.cfg.max_pairs)
+    m.stats["target_size"] = target
+    return _rand_ns(pool, target, m.records, m.qt_by_id, m.fp_by_id, m.cfg, m.stats)
 
 
 def _accept(pair: dict, seen: set[tuple[str, str, str]], cfg: RecoveryConfig, stats: dict[str, Any]) -> bool:

@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 from qmr.config import SEED_MAX, Problem, field
 from qmr.io import read_json, write_json
+from qmr.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,23 @@ ADAPTER_CONFIG = "adapter_config.json"
 LOG_KEYS = ("loss", "rewards/margins", "rewards/chosen", "rewards/rejected", "learning_rate")
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
+# Restore objectives: name -> a factory ``(model, tokenizer, pairs, cfg, trainer_args, lora) -> trl trainer``.
+OBJECTIVES = Registry(
+    "restore.objective",
+    {
+        "dpo": "qmr.restore.train:dpo_trainer",
+        "dpo_nll": "qmr.restore.train:dpo_nll_trainer",
+        "sft": "qmr.restore.train:sft_trainer",
+    },
+)
+Objective = OBJECTIVES.literal()
+
 
 @dataclass
 class RestoreConfig:
     """DPO + LoRA training of the restored model (``restore`` in params.yaml)."""
 
-    objective: Literal["dpo", "dpo_nll", "sft"] = field(
+    objective: Objective = field(
         "dpo", help="dpo (the paper) | dpo_nll (DPO + rpo_alpha x NLL on chosen) | sft (prompt + chosen only)"
     )
     beta: float = field(0.1, help="DPO beta: strength of the pull towards the quantized reference")
@@ -200,7 +212,6 @@ def _log_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _build_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, output_dir: str, checkpointing: bool = False):
-    from datasets import Dataset
     from peft import LoraConfig
 
     lora = LoraConfig(
@@ -212,38 +223,44 @@ def _build_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, output
         task_type="CAUSAL_LM",
     )
     args = _trainer_args(cfg, output_dir, checkpointing)
-    if cfg.objective == "sft":
-        from trl import SFTConfig, SFTTrainer
-
-        data = Dataset.from_list([{"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs])
-        targs = SFTConfig(**args, completion_only_loss=True, packing=False)
-        trainer = SFTTrainer(
-            model=model, args=targs, train_dataset=data, processing_class=tok, peft_config=lora
-        )
-    else:
-        from trl import DPOConfig, DPOTrainer
-
-        data = Dataset.from_list(
-            [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
-        )
-        loss = {"loss_type": ["sigmoid"]}
-        if cfg.objective == "dpo_nll":
-            loss = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, float(cfg.rpo_alpha)]}
-        targs = DPOConfig(**args, beta=cfg.beta, **loss)
-        trainer = DPOTrainer(
-            model=model,
-            ref_model=None,
-            args=targs,
-            train_dataset=data,
-            processing_class=tok,
-            peft_config=lora,
-        )
+    trainer = OBJECTIVES.load(cfg.objective, "restore.objective")(model, tok, pairs, cfg, args, lora)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     # The library never prints: training rows go to the log file and to `logging`, not stdout.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     return trainer
+
+
+def sft_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, args: dict, lora):
+    """Objective ``sft``: prompt + chosen, loss on the chosen tokens only (rejected is ignored)."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    data = Dataset.from_list([{"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs])
+    targs = SFTConfig(**args, completion_only_loss=True, packing=False)
+    return SFTTrainer(model=model, args=targs, train_dataset=data, processing_class=tok, peft_config=lora)
+
+
+def _dpo(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, args: dict, lora, loss: dict):
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    data = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs])
+    targs = DPOConfig(**args, beta=cfg.beta, **loss)
+    return DPOTrainer(
+        model=model, ref_model=None, args=targs, train_dataset=data, processing_class=tok, peft_config=lora
+    )
+
+
+def dpo_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, args: dict, lora):
+    """Objective ``dpo``: the paper's sigmoid DPO loss (reference = the adapter disabled)."""
+    return _dpo(model, tok, pairs, cfg, args, lora, {"loss_type": ["sigmoid"]})
+
+
+def dpo_nll_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, args: dict, lora):
+    """Objective ``dpo_nll``: DPO + ``rpo_alpha`` x the NLL of the chosen completion (RPO)."""
+    return _dpo(model, tok, pairs, cfg, args, lora, {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, float(cfg.rpo_alpha)]})
 
 
 def _checkpoint_fingerprint(model, pairs: Sequence[dict], cfg: RestoreConfig, identity: Any) -> str:
