@@ -217,10 +217,31 @@ def _judge_online(
         for name in online
         if todo[name]
     }
+    # A worker checks, before calling, whether its judge's first `dead_after` calls all failed to reach
+    # the endpoint; then it skips the call (None), so a dead endpoint costs `dead_after` calls (plus at
+    # most concurrency - 1 in flight) however fast the refusals arrive.
+    import threading
+
+    gate = threading.Lock()
+    unreached = {name: 0 for name in online}
+    reached = {name: False for name in online}
+
+    def guarded(name: str, case: Case) -> dict[str, Any] | None:
+        with gate:
+            if dead_after and not reached[name] and unreached[name] >= dead_after:
+                return None
+        rec = online[name].judge(case)
+        with gate:
+            if rec.get("error_kind") in DEAD_KINDS:
+                unreached[name] += 1
+            else:
+                reached[name] = True
+        return rec
+
     futures: dict[Future, tuple[int, str]] = {}
     for name, pool in pools.items():
         for ci in todo[name]:
-            futures[pool.submit(online[name].judge, cases[ci])] = (ci, name)
+            futures[pool.submit(guarded, name, cases[ci])] = (ci, name)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -232,6 +253,8 @@ def _judge_online(
     def record(fut: Future) -> None:
         ci, name = futures.pop(fut)
         rec = fut.result()
+        if rec is None:  # skipped: the endpoint was already found dead
+            return
         results[(ci, name)] = rec
         s = stats[name]
         s["judged"] += 1

@@ -92,8 +92,9 @@ class VoteSpec:
                     f"{p}auxiliaries", self.auxiliaries, f"names other than the baseline {self.baseline!r}"
                 )
             )
-        if len(set(self.auxiliaries)) != len(self.auxiliaries):
-            out.append(Problem(f"{p}auxiliaries", self.auxiliaries, "distinct names"))
+        twice = sorted({a for a in self.auxiliaries if self.auxiliaries.count(a) > 1})
+        if twice:
+            out.append(Problem(f"{p}auxiliaries", self.auxiliaries, f"each name once (listed more than once: {', '.join(twice)})"))
         if self.threshold is not None and not 1 <= self.threshold <= self.n_judges:
             out.append(
                 Problem(
