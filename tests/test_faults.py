@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from locate_helpers import write_judge_project
 from qmr.cli import main
 from qmr.devtools.openai_server import OpenAIStubServer
+from qmr.endpoints import EndpointSpec
 
 VARIANT = "rtn-w2g128"
 
@@ -171,7 +172,7 @@ def test_endpoint_teacher_survives_hostile_replies_and_retries_only_failures(mon
 
     monkeypatch.setenv("QMR_HOSTILE_KEY", KEY)
     with OpenAIStubServer(responder=lambda req: "4 * 12 = 48\nThe answer is 48.") as srv:
-        spec = JudgeSpec(kind="llm", base_url=srv.url, model="t", api_key_env="QMR_HOSTILE_KEY", timeout_s=1.0, max_retries=0)
+        spec = EndpointSpec(base_url=srv.url, model="t", api_key_env="QMR_HOSTILE_KEY", timeout_s=1.0, max_retries=0)
         srv.push("500", "no_choices", "html_json", "echo_key_401")
         teacher = llm_teacher(spec, temperature=0.0, cache=tmp_path / "t.jsonl")
         out = teacher([f"problem {i}" for i in range(6)], 1)

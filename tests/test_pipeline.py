@@ -52,13 +52,13 @@ def _ran(result: subprocess.CompletedProcess) -> set[str]:
 
 # Declared params a stage may leave unread on this small run: each is read on another path.
 UNREAD_OK = {
-    "judge": {"vote"},  # with judge.cheap_first only
+    "judge": {"vote", "endpoints"},  # with judge.cheap_first only / llm judges naming an endpoint
     "generate": {"generate.tensor_parallel_size"},  # vllm only
     "align": {"generate.tensor_parallel_size"},
     "restore": {"quantize.calibration", "seed", "quantize.variants.${item.variant}"},  # restore.merge: requantize
     # silver reads the teacher's settings only when labels yield pairs to complete (none may, this small)
     "silver": {"generate.backend", "generate.device", "generate.batch_size", "generate.tensor_parallel_size",
-               "generate.max_new_tokens", "models.${item.model}", "recovery.dedupe", "judge.judges",
+               "generate.max_new_tokens", "models.${item.model}", "recovery.dedupe", "endpoints",
                "judge.max_failed_share"},
     "reevaluate": {"seed", "threads"},  # read when a restored model generates (nothing trained: none does)
 }

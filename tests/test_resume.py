@@ -217,12 +217,12 @@ def test_silver_fp_teacher_killed_mid_sampling_resumes_to_the_same_continuations
 
 def test_endpoint_teacher_answers_are_cached_so_a_rerun_makes_no_calls(tmp_path):
     from qmr.devtools.openai_server import OpenAIStubServer
-    from qmr.locate.judges import JudgeSpec
+    from qmr.endpoints import EndpointSpec
     from qmr.restore.llm_teacher import llm_teacher
 
     prompts = [f"Question: {i} + 1?\nAnswer:\n" for i in range(6)]
     with OpenAIStubServer(responder=lambda request: "1 + 1 = 2\nThe answer is 2.") as server:
-        spec = JudgeSpec(kind="llm", base_url=server.url, model="teacher", api_key_env="", concurrency=3, max_retries=0)
+        spec = EndpointSpec(base_url=server.url, model="teacher", api_key_env="", concurrency=3, max_retries=0)
         first = llm_teacher(spec, temperature=0.7, cache=tmp_path / "teacher.jsonl")(prompts, 2)
         assert server.requests == 12  # one request per try
         server.reset_counts()

@@ -272,7 +272,7 @@ def judge_bench_cmd(ctx, file, names, gold_file, no_ensemble, as_json):
     if gold_file:
         matched = attach_gold(items, read_jsonl(gold_file))
         click.echo(f"attached gold solutions to {matched}/{len(items)} items", err=True)
-    judges = {n: build_judge(n, specs[n]) for n in chosen}
+    judges = {n: build_judge(n, specs[n], params.endpoints) for n in chosen}
     ensemble = None if no_ensemble or not set([params.vote.baseline, *params.vote.auxiliaries]) <= set(chosen) else params.vote
     from qmr.paths import cache_dir
 

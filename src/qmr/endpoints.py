@@ -23,9 +23,11 @@ import os
 import re
 import threading
 import time
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from qmr.errors import UserError
+from qmr.config import Problem, field
+from qmr.errors import UserError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,77 @@ MAX_STORED_CHARS = 20_000
 MAX_BODY_BYTES = 4_000_000
 REDACTED = "[REDACTED]"
 
+
+
+@dataclass
+class EndpointSpec:
+    """One OpenAI-compatible endpoint (a value of ``endpoints`` in params.yaml). The `llm` judges
+    (``judge.judges.<name>.endpoint``) and the silver teacher (``recovery.teacher``) name it."""
+
+    base_url: str = field("", help="endpoint base URL, e.g. https://api.openai.com/v1 or http://localhost:8000/v1")
+    model: str = field("", help="model name sent to the endpoint")
+    api_key_env: str = field(
+        "OPENAI_API_KEY", help="NAME of the environment variable holding the API key ('' = endpoint needs no key)"
+    )
+    max_retries: int = field(3, help="the openai client's retries on 429/5xx/timeouts (with its backoff)")
+    timeout_s: float = field(120.0, help="deadline per request in seconds (headers and body)")
+    concurrency: int = field(4, help="parallel requests to this endpoint")
+    price_in_per_mtok: float = field(0.0, help="price per million prompt tokens (for the cost metric)")
+    price_out_per_mtok: float = field(0.0, help="price per million completion tokens")
+
+    def check(self, key: str = "") -> list[Problem]:
+        p = f"{key}." if key else ""
+        out: list[Problem] = []
+        if not self.base_url.startswith(("http://", "https://")):
+            out.append(Problem(f"{p}base_url", self.base_url, "an http(s):// URL"))
+        if not self.model:
+            out.append(Problem(f"{p}model", self.model, "a model name"))
+        if self.api_key_env and not env_var_name_ok(self.api_key_env):
+            # never echo the value: it may be the key itself, pasted here by mistake
+            shown = f"<{len(self.api_key_env)} characters, not shown: it may be a key>"
+            out.append(Problem(f"{p}api_key_env", shown, "the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key"))
+        for name, low in (("max_retries", 0), ("concurrency", 1)):
+            if getattr(self, name) < low:
+                out.append(Problem(f"{p}{name}", getattr(self, name), f"an integer >= {low}"))
+        if self.timeout_s <= 0:
+            out.append(Problem(f"{p}timeout_s", self.timeout_s, "a number > 0"))
+        for name in ("price_in_per_mtok", "price_out_per_mtok"):
+            if getattr(self, name) < 0:
+                out.append(Problem(f"{p}{name}", getattr(self, name), "a number >= 0"))
+        return out
+
+
+CONNECTION_FIELDS = tuple(f.name for f in fields(EndpointSpec))
+
+
+def env_var_name_ok(name: str) -> bool:
+    """A plausible environment variable NAME, and nothing that looks like a key pasted in its place
+    (a key has '-' or is long with lower-case letters and digits mixed)."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name):
+        return False
+    return not (len(name) >= 20 and re.search(r"[a-z]", name) and re.search(r"[0-9]", name))
+
+
+def endpoint_named(endpoints: dict[str, EndpointSpec], name: str, key: str) -> EndpointSpec:
+    """``endpoints[name]``; a `UserError` naming ``key`` and the defined endpoints otherwise."""
+    spec = endpoints.get(name)
+    if spec is None:
+        defined = sorted(endpoints)
+        raise UserError(
+            f"{key}: got {name!r}; allowed: a name from endpoints: {', '.join(defined) or '(none defined)'}"
+            f"{did_you_mean(name, defined)}"
+        )
+    return spec
+
+
+def with_endpoint(spec: Any, endpoints: dict[str, EndpointSpec], key: str) -> Any:
+    """A judge spec with its connection fields taken from the endpoint it names (``spec.endpoint``);
+    ``spec`` itself when it names none (inline fields)."""
+    name = getattr(spec, "endpoint", "")
+    if not name:
+        return spec
+    ep = endpoint_named(endpoints, name, key)
+    return replace(spec, endpoint="", **{f: getattr(ep, f) for f in CONNECTION_FIELDS})  # resolved: inline now
 
 
 class EndpointConfigError(UserError):

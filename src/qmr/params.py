@@ -15,6 +15,8 @@ from typing import Literal
 from qmr.align import AlignConfig
 from qmr.benchmarks import FORMATS
 from qmr.config import MAX_YAML_BYTES, SEED_MAX, ConfigError, Problem, field, from_dict, load_yaml
+from qmr.endpoints import EndpointSpec
+from qmr.errors import did_you_mean
 from qmr.generation.base import GenerateConfig
 from qmr.locate.judges import JudgeSpec
 from qmr.locate.vote import VoteSpec
@@ -151,6 +153,9 @@ class Params:
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig, help="stage quantize")
     generate: GenerateConfig = field(default_factory=GenerateConfig, help="stage generate")
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig, help="stage evaluate")
+    endpoints: dict[str, EndpointSpec] = field(
+        default_factory=dict, help="OpenAI-compatible endpoints by name: llm judges and recovery.teacher refer to them"
+    )
     judge: JudgeConfig = field(default_factory=JudgeConfig, help="stage judge")
     vote: VoteSpec = field(default_factory=VoteSpec, help="stage vote: the voting protocol")
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig, help="stage silver: which Silver Bullet pairs")
@@ -194,7 +199,8 @@ class Params:
                     ))
         # every name that becomes a path or a DVC key: one rule, checked before anything is written
         for section, names, extra in (("quantize.variants", variants, ""), ("benchmarks", bench, "_"),
-                                      ("judge.judges", self.judge.judges or {}, "_"), ("models", self.models, ".")):  # fmt: skip
+                                      ("judge.judges", self.judge.judges or {}, "_"), ("endpoints", self.endpoints or {}, "_"),
+                                      ("models", self.models, ".")):  # fmt: skip
             for name in names:
                 if not _is_slug(name, extra):
                     allowed = "lower-case letters, digits, '-'" + "".join(f", {c!r}" for c in extra)
@@ -222,9 +228,14 @@ class Params:
         for i, v in enumerate(self.recovery.variants):
             if v not in self.judge.variants:
                 out.append(Problem(f"recovery.variants[{i}]", v, "a judged variant (judge.variants): " + ", ".join(self.judge.variants)))
-        if self.recovery.teacher != "fp" and (self.recovery.teacher not in judges or judges[self.recovery.teacher].kind != "llm"):
-            llms = [n for n, j in judges.items() if j.kind == "llm"]
-            out.append(Problem("recovery.teacher", self.recovery.teacher, "'fp' or an llm endpoint from judge.judges: " + (", ".join(llms) or "(none defined)")))
+        endpoints = self.endpoints or {}
+        if self.recovery.teacher != "fp" and self.recovery.teacher not in endpoints:
+            out.append(Problem("recovery.teacher", self.recovery.teacher, "'fp' or a name from endpoints: " + (", ".join(sorted(endpoints)) or "(none defined)")
+                               + did_you_mean(self.recovery.teacher, ["fp", *endpoints])))
+        for name, spec in judges.items():
+            if spec.kind == "llm" and spec.endpoint and spec.endpoint not in endpoints:
+                out.append(Problem(f"judge.judges.{name}.endpoint", spec.endpoint, "a name from endpoints: " + (", ".join(sorted(endpoints)) or "(none defined)")
+                                   + did_you_mean(spec.endpoint, list(endpoints))))
         roles = {spec.role for spec in bench.values()}
         if self.recovery.variants and "mine" not in {bench[b].role for b in self.generate.benchmarks if b in bench}:
             out.append(Problem("generate.benchmarks", self.generate.benchmarks, "a benchmark with role mine (silver pairs are mined there)" + ("" if "mine" in roles else "; define one in benchmarks")))

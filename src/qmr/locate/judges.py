@@ -21,6 +21,7 @@ from importlib import resources
 from typing import Any, Protocol
 
 from qmr.config import Problem, field
+from qmr.endpoints import CONNECTION_FIELDS, EndpointSpec
 from qmr.locate.cases import Case, input_hash
 from qmr.registry import Registry
 
@@ -56,21 +57,15 @@ def load_template(prompt_version: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def env_var_name_ok(name: str) -> bool:
-    """A plausible environment variable NAME, and nothing that looks like a key pasted in its place
-    (a key has '-' or is long with lower-case letters and digits mixed)."""
-    import re
-
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name):
-        return False
-    return not (len(name) >= 20 and re.search(r"[a-z]", name) and re.search(r"[0-9]", name))
-
-
 @dataclass
 class JudgeSpec:
     """One judge of the ensemble (a value of ``judge.judges`` in params.yaml)."""
 
     kind: JudgeKind = field("llm", help="arithmetic | reference (offline) | llm (OpenAI-compatible endpoint)")
+    endpoint: str = field(
+        "", help="llm: name of an entry of `endpoints` (URL, model, key variable, retries, timeout, concurrency, "
+        "prices); or give those fields here instead"
+    )
     base_url: str = field(
         "", help="llm: endpoint base URL, e.g. https://api.openai.com/v1 or http://localhost:8000/v1"
     )
@@ -98,30 +93,27 @@ class JudgeSpec:
         out: list[Problem] = []
         if self.kind != "llm":
             return out
-        if not self.base_url.startswith(("http://", "https://")):
-            out.append(Problem(f"{p}base_url", self.base_url, "an http(s):// URL (required for kind llm)"))
-        if not self.model:
-            out.append(Problem(f"{p}model", self.model, "a model name (required for kind llm)"))
-        if self.api_key_env and not env_var_name_ok(self.api_key_env):
-            # never echo the value: it may be the key itself, pasted here by mistake
-            shown = f"<{len(self.api_key_env)} characters, not shown: it may be a key>"
-            out.append(Problem(f"{p}api_key_env", shown, "the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key"))
+        if self.endpoint:
+            for name in ("base_url", "model"):
+                if getattr(self, name):
+                    out.append(Problem(f"{p}{name}", getattr(self, name), f"empty when endpoint is set (endpoints.{self.endpoint} has it)"))
+            return out + self._check_prompting(p)
+        # inline connection fields: the same rules as an entry of `endpoints` (one home: EndpointSpec.check)
+        inline = EndpointSpec(**{f: getattr(self, f) for f in CONNECTION_FIELDS})
+        return inline.check(key) + self._check_prompting(p)
+
+    def _check_prompting(self, p: str) -> list[Problem]:
+        """The judge's own settings (with or without a named endpoint)."""
+        out: list[Problem] = []
         try:
             load_template(self.prompt_version)
         except FileNotFoundError:
-            out.append(
-                Problem(f"{p}prompt_version", self.prompt_version, "one of " + ", ".join(template_names()))
-            )
+            out.append(Problem(f"{p}prompt_version", self.prompt_version, "one of " + ", ".join(template_names())))
         if not 0.0 <= self.temperature <= 2.0:
             out.append(Problem(f"{p}temperature", self.temperature, "a number in [0, 2]"))
-        for name, low in (("max_tokens", 1), ("reasks", 0), ("max_retries", 0), ("concurrency", 1)):
+        for name, low in (("max_tokens", 1), ("reasks", 0)):
             if getattr(self, name) < low:
                 out.append(Problem(f"{p}{name}", getattr(self, name), f"an integer >= {low}"))
-        if self.timeout_s <= 0:
-            out.append(Problem(f"{p}timeout_s", self.timeout_s, "a number > 0"))
-        for name in ("price_in_per_mtok", "price_out_per_mtok"):
-            if getattr(self, name) < 0:
-                out.append(Problem(f"{p}{name}", getattr(self, name), "a number >= 0"))
         return out
 
 
@@ -181,9 +173,13 @@ def speaks(judgment: dict[str, Any] | None) -> bool:
     )
 
 
-def build_judge(name: str, spec: JudgeSpec) -> Judge:
-    """Instantiate judge ``name`` from its spec. An ``llm`` judge checks its API-key variable here,
-    before any work, and raises an `EndpointConfigError` naming it when it is unset."""
+def build_judge(name: str, spec: JudgeSpec, endpoints: dict | None = None) -> Judge:
+    """Instantiate judge ``name`` from its spec; an ``llm`` judge that names an endpoint takes its
+    connection fields from ``endpoints`` (params ``endpoints``). An ``llm`` judge checks its API-key
+    variable here, before any work, and raises an `EndpointConfigError` naming it when it is unset."""
+    from qmr.endpoints import with_endpoint
+
+    spec = with_endpoint(spec, endpoints or {}, f"judge.judges.{name}.endpoint")
     problems = spec.check(f"judges.{name}")
     if problems:
         from qmr.config import ConfigError

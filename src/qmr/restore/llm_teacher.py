@@ -1,4 +1,4 @@
-"""A teacher behind an OpenAI-compatible chat endpoint (the same endpoint spec as the `llm` judges).
+"""A teacher behind an OpenAI-compatible chat endpoint (an entry of params ``endpoints``, as the `llm` judges use).
 
 The teacher sees the problem prompt and the quantized model's correct prefix and continues the
 solution in the same step format; `build_pairs` keeps only continuations the grader verifies.
@@ -17,8 +17,12 @@ INSTRUCTION = (
 )
 
 
-def llm_teacher(spec, *, temperature: float = 0.7, cache=None, who: str = "recovery.teacher"):
+def llm_teacher(spec, *, temperature: float = 0.7, max_tokens: int = 1024, cache=None, who: str = "recovery.teacher"):
     """Return a ``Teacher`` (prompts, n) -> n continuations per prompt, using the openai client.
+
+    ``spec``: the endpoint (`qmr.endpoints.EndpointSpec`, or any object with its fields);
+    ``max_tokens``: the completion limit per continuation (the silver stage passes generate.max_new_tokens,
+    the fp teacher's budget).
 
     ``cache``: a JSON Lines response cache, one line per answered prompt, keyed by the endpoint, model,
     prompt and sampling settings. A prompt found there is not sent again, so a killed run resumes
@@ -40,7 +44,7 @@ def llm_teacher(spec, *, temperature: float = 0.7, cache=None, who: str = "recov
     lock = threading.Lock()
 
     def cache_key(prompt: str, n: int) -> str:
-        what = [spec.base_url.rstrip("/"), spec.model, spec.max_tokens, temperature, n, INSTRUCTION, prompt]
+        what = [spec.base_url.rstrip("/"), spec.model, max_tokens, temperature, n, INSTRUCTION, prompt]
         return hashlib.sha256(json.dumps(what).encode("utf-8")).hexdigest()
 
     def ask(prompt: str) -> str | None:
@@ -49,7 +53,7 @@ def llm_teacher(spec, *, temperature: float = 0.7, cache=None, who: str = "recov
                 model=spec.model,
                 messages=[{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": prompt}],
                 temperature=temperature,
-                max_tokens=spec.max_tokens,
+                max_tokens=max_tokens,
             )
         except Exception as exc:  # noqa: BLE001 - any failure (openai.OpenAIError or not) must not end the stage
             log.warning("teacher %s: call failed: %s", spec.model, safe_error(exc))

@@ -24,7 +24,7 @@ def run(params, model: str, variant: str) -> None:
     choose("model", model, params.models)
     choose("variant", variant, params.quantize.variants)
     ref = params.evaluate.reference
-    judges = {name: build_judge(name, spec) for name, spec in params.judge.judges.items()}  # key env vars checked here
+    judges = {name: build_judge(name, spec, params.endpoints) for name, spec in params.judge.judges.items()}  # key env vars checked here
     cases = []
     for bench in params.generate.benchmarks:
         cases += failure_cases(

@@ -48,9 +48,12 @@ def _teacher(params, model: str, variant: str):
             return resumable_generate(backend, prompts, sampling, cache / f"teacher-{digest}.partial.jsonl", identity, progress)
 
         return teacher_from_backend(backend, temperature=cfg.teacher_temperature, max_new_tokens=g.max_new_tokens, seed=cfg.seed, generate=generate)
+    from qmr.endpoints import endpoint_named
     from qmr.restore.llm_teacher import llm_teacher
 
-    return llm_teacher(params.judge.judges[cfg.teacher], temperature=cfg.teacher_temperature, cache=cache / "teacher-responses.jsonl")
+    endpoint = endpoint_named(params.endpoints, cfg.teacher, "recovery.teacher")
+    return llm_teacher(endpoint, temperature=cfg.teacher_temperature, max_tokens=params.generate.max_new_tokens,
+                       cache=cache / "teacher-responses.jsonl")  # fmt: skip
 
 
 def run(params, model: str, variant: str) -> None:
