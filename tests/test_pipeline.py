@@ -55,7 +55,7 @@ UNREAD_OK = {
     "judge": {"vote", "endpoints"},  # with judge.cheap_first only / llm judges naming an endpoint
     "generate": {"generate.tensor_parallel_size"},  # vllm only
     "align": {"generate.tensor_parallel_size"},
-    "restore": {"quantize.calibration", "seed", "quantize.variants.${item.variant}"},  # restore.merge: requantize
+    "restore": {"quantize.calibration", "seed", "quantize.variants.${item.variant}", "models.${item.model}"},  # merge: requantize
     # silver reads the teacher's settings only when labels yield pairs to complete (none may, this small)
     "silver": {"generate.backend", "generate.device", "generate.batch_size", "generate.tensor_parallel_size",
                "generate.max_new_tokens", "models.${item.model}", "recovery.dedupe", "endpoints",

@@ -436,3 +436,24 @@ def test_storage_formula_matches_the_checkpoint(spec, fp_dir, quantized):
     model = AutoModelForCausalLM.from_pretrained(fp_dir)
     shapes = [tuple(m.weight.shape) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")]
     assert quantized_linear_bytes(shapes, spec.bits, spec.group_size, spec.symmetric) == stats["quantized_linear_bytes"]
+
+
+def test_calibration_texts_follow_the_model_prompt_style(tmp_path):
+    """A chat model is calibrated on its chat template (what it sees at generation), the toy on plain."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from qmr.checkpoints import write_pointer
+    from qmr.quant.calibration import calibration_texts
+
+    raw = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]")
+    tok.chat_template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>"
+    tok.save_pretrained(tmp_path / "chat")
+    write_pointer(tmp_path / "ptr", str(tmp_path / "chat"))  # a pointer, as models/aligned/<m> may be
+    records = [{"question": "What is 2 + 3?", "solution": "2 + 3 = 5\nThe answer is 5."}]
+    (chat,) = calibration_texts(records, "chat", str(tmp_path / "ptr"))
+    assert chat.startswith("<|user|>Solve the problem step by step.") and chat.endswith("<|assistant|>2 + 3 = 5\nThe answer is 5.")
+    (plain,) = calibration_texts(records)
+    assert plain == "Question: What is 2 + 3?\nAnswer:\n2 + 3 = 5\nThe answer is 5."

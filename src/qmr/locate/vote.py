@@ -107,19 +107,6 @@ class VoteSpec:
             out.append(Problem(f"{p}audit_fraction", self.audit_fraction, "a number in [0, 1]"))
         return out
 
-    def check_judges(self, known: list[str], key: str = "") -> list[Problem]:
-        """Problems for voting judges that are not configured."""
-        p = f"{key}." if key else ""
-        return [
-            Problem(
-                f"{p}{'baseline' if n == self.baseline else 'auxiliaries'}",
-                n,
-                "a configured judge: " + ", ".join(known),
-            )
-            for n in self.judges
-            if n not in known
-        ]
-
 
 Vote = tuple[str, int | None]
 

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 def run(params, model: str, variant: str) -> None:
     spec = choose("variant", variant, params.quantize.variants)
-    choose("model", model, params.models)
+    model_spec = choose("model", model, params.models)
     source = paths.aligned_model(model)  # the base model after format alignment (or a pointer to it)
     out = paths.quantized_model(model, variant)
     if spec.method == "none":
@@ -30,7 +30,8 @@ def run(params, model: str, variant: str) -> None:
 
         set_determinism(params.seed, params.threads)
         cal = params.quantize.calibration
-        texts = calibration_texts(read_jsonl(paths.benchmark(cal.benchmark))[: cal.samples])
+        records = read_jsonl(paths.benchmark(cal.benchmark))[: cal.samples]
+        texts = calibration_texts(records, model_spec.prompt_style, str(source))
         stats = quantize_checkpoint(source, out, spec, texts, cal.max_length, params.seed)
     write_json(out / "quantize.json", stats)
     log.info("quantized %s/%s: %s", model, variant, stats)

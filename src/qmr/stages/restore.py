@@ -30,7 +30,8 @@ def run(params, model: str, variant: str) -> None:
 
         spec = params.quantize.variants[variant]
         cal = params.quantize.calibration
-        texts = calibration_texts(read_jsonl(paths.benchmark(cal.benchmark))[: cal.samples])
+        records = read_jsonl(paths.benchmark(cal.benchmark))[: cal.samples]
+        texts = calibration_texts(records, params.models[model].prompt_style, str(quantized))
         qstats = merge_and_requantize(out, out / "requantized", spec, texts, max_length=cal.max_length, seed=params.seed)
         stats["requantize"] = {k: v for k, v in qstats.items() if isinstance(v, (int, float, str))}
         write_json(out / "requantize.json", stats["requantize"])
