@@ -315,3 +315,17 @@ def test_mmlu_stem_letters() -> None:
         assert ok and ex.method == "answer_is"
         wrong = "ABCD"[("ABCD".index(gold) + 1) % 4]
         assert not grade(f"Answer: {wrong}", gold, "choice")[1]
+
+
+def test_the_one_per_problem_majority():
+    """evaluation.majority_trace is the one home of the per-problem majority (accuracy and failure cases)."""
+    from qmr.evaluation import majority_correct, majority_trace
+
+    traces = [
+        {"id": "p", "sample": 2, "pred": "1/2", "correct": True},
+        {"id": "p", "sample": 0, "pred": "3", "correct": False},
+        {"id": "p", "sample": 1, "pred": "0.5", "correct": True},
+        {"id": "q", "sample": 0, "pred": "7", "correct": False},
+    ]
+    assert majority_trace([t for t in traces if t["id"] == "p"])["sample"] in (1, 2)  # 0.5 == 1/2 outvote 3
+    assert majority_correct(traces) == {"p": True, "q": False}

@@ -9,22 +9,26 @@ from __future__ import annotations
 from collections import defaultdict
 
 
-def majority_correct(traces: list[dict], kind: str = "math") -> dict[str, bool]:
-    """Per problem id: is the majority-vote answer correct? (ties -> earliest sample)."""
+def majority_trace(traces: list[dict], kind: str = "math") -> dict:
+    """The representative trace of one problem's samples: the earliest sample whose answer is the
+    majority-vote answer (`grading.majority_vote`; ties -> earliest), or the earliest sample when none
+    matches. The one per-problem majority: accuracy (`majority_correct`) and the judged failure cases
+    (`locate.cases.failure_cases`) both use it."""
+    group = sorted(traces, key=lambda t: t.get("sample", 0))
+    if len(group) == 1:
+        return group[0]
     from qmr.grading import majority_vote
 
+    winner = majority_vote([t.get("pred") for t in group], kind)
+    return next((t for t in group if t.get("pred") == winner), group[0])
+
+
+def majority_correct(traces: list[dict], kind: str = "math") -> dict[str, bool]:
+    """Per problem id: is the majority-vote answer (`majority_trace`) correct?"""
     by_id: dict[str, list[dict]] = defaultdict(list)
     for t in traces:
         by_id[t["id"]].append(t)
-    out = {}
-    for pid, group in by_id.items():
-        group = sorted(group, key=lambda t: t["sample"])
-        if len(group) == 1:
-            out[pid] = bool(group[0]["correct"])
-            continue
-        winner = majority_vote([t["pred"] for t in group], kind)
-        out[pid] = next((bool(t["correct"]) for t in group if t["pred"] == winner), False)
-    return out
+    return {pid: bool(majority_trace(group, kind)["correct"]) for pid, group in by_id.items()}
 
 
 def format_ok(trace: dict) -> bool:

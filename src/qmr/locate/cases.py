@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from qmr.evaluation import majority_trace
 from qmr.steps import split_steps
 
 log = logging.getLogger(__name__)
@@ -70,20 +71,6 @@ def input_hash(case: Case) -> str:
     }
     blob = json.dumps(visible, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def majority_trace(traces: list[dict], kind: str = "math") -> dict:
-    """The representative trace of one problem's samples (see the module docstring)."""
-    group = sorted(traces, key=lambda t: t.get("sample", 0))
-    if len(group) == 1:
-        return group[0]
-    from qmr.grading import majority_vote
-
-    winner = majority_vote([t.get("pred") for t in group], kind)
-    for t in group:
-        if t.get("pred") == winner:
-            return t
-    return group[0]
 
 
 def _steps_of(trace: dict) -> list[str]:
