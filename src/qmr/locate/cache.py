@@ -188,11 +188,11 @@ def _decided_offline(
     results: dict[tuple[int, str], dict[str, Any]],
     spec: VoteSpec,
 ) -> bool:
-    from qmr.locate.vote import vote_case
+    from qmr.locate.vote import MACHINE_ACCEPTED, vote_case
 
     by_judge = {name: results[(ci, name)] for name in offline if (ci, name) in results}
     label = vote_case(by_judge, spec, case_id=case.id, variant=case.variant)
-    return label["rule"] in ("unanimous", "threshold")
+    return label["rule"] in MACHINE_ACCEPTED
 
 
 def _judge_online(

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from qmr.locate.cases import Case
 from qmr.locate.judges import Judge
 from qmr.locate.taxonomy import NO_ERROR
+from qmr.locate.vote import MACHINE_ACCEPTED
 from qmr.processbench import normalize_problem
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def judge_bench(
         labels = vote_all(run.judgments, ensemble, [c.id for c in cases], BENCH_VARIANT)
         preds = {}
         for lab in labels:
-            if lab["rule"] in ("unanimous", "threshold"):
+            if lab["rule"] in MACHINE_ACCEPTED:
                 t = lab["primary_error_type"]
                 preds[lab["id"]] = (
                     -1 if t == NO_ERROR else (lab["error_step"] - 1 if lab["error_step"] else None)

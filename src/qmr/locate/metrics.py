@@ -19,10 +19,11 @@ from typing import Any
 from qmr.locate.cases import Case
 from qmr.locate.judges import speaks
 from qmr.locate.taxonomy import ANSWERS, CATEGORIES, NO_ERROR, TYPES
+from qmr.locate.vote import ACCEPTED_RULES, RULES
 
 GroundTruth = dict[str, tuple[int | None, str | None]]
 
-DECIDED_RULES = ("unanimous", "threshold", "human")
+DECIDED_RULES = ACCEPTED_RULES
 
 
 def _r(x: float | None, nd: int = 4) -> float | None:
@@ -123,7 +124,7 @@ def vote_metrics(
         },
         "first_error_step": _position_stats(decided, lengths),
         "rules": {
-            r: rules.get(r, 0) for r in ("unanimous", "threshold", "human", "escalated", "abstain_all")
+            r: rules.get(r, 0) for r in RULES
         },
         "escalated": sum(bool(lab.get("needs_human")) for lab in labels),
         "escalated_total": sum(

@@ -49,7 +49,11 @@ from qmr.config import SEED_MAX, Problem, field
 from qmr.locate.judges import speaks
 from qmr.locate.taxonomy import NO_ERROR, category_of, rank
 
-ACCEPTED_RULES = ("unanimous", "threshold", "human")
+# The one home of the vote's rule names: the machine accepts by unanimity or threshold; a human verdict
+# also decides; everything else is undecided.
+MACHINE_ACCEPTED = ("unanimous", "threshold")
+ACCEPTED_RULES = (*MACHINE_ACCEPTED, "human")
+RULES = (*ACCEPTED_RULES, "escalated", "abstain_all")
 
 
 @dataclass
@@ -175,7 +179,7 @@ def vote_case(
         rule = "threshold"
     else:
         rule = "escalated"
-    accepted = rule in ("unanimous", "threshold")
+    accepted = rule in MACHINE_ACCEPTED
     etype: str | None = None
     step: int | None = None
     if anchor is not None:
@@ -215,7 +219,7 @@ def _audit_order(seed: int, variant: str | None, case_id: str) -> str:
 
 def draw_audit(labels: list[dict[str, Any]], fraction: float, seed: int) -> set[str]:
     """Ids of the accepted labels drawn for audit (see the module docstring)."""
-    accepted = [lab for lab in labels if lab["rule"] in ("unanimous", "threshold")]
+    accepted = [lab for lab in labels if lab["rule"] in MACHINE_ACCEPTED]
     if not accepted or fraction <= 0:
         return set()
     k = min(len(accepted), max(1, math.ceil(fraction * len(accepted))))
