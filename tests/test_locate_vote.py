@@ -11,6 +11,7 @@ import pytest
 from locate_helpers import computational_case, judgment, toy_case
 from qmr.config import ConfigError, from_dict
 from qmr.devtools.openai_server import Bias, OpenAIStubServer
+from qmr.io import write_jsonl
 from qmr.locate.annotation import (
     HumanVerdictError,
     apply_human_verdicts,
@@ -458,6 +459,29 @@ def test_judge_bench(tmp_path):
     assert out["ensemble"]["f1"] == 1.0 and out["ensemble"]["escalated"] == 0
     strict = judge_bench(items, {"arith": judges["arith"]}, abstain_as="wrong")
     assert strict["judges"]["arith"]["correct_accuracy"] == 0.0 and strict["judges"]["arith"]["f1"] == 0.0
+
+
+def test_judge_bench_command(tmp_path, monkeypatch, default_params):
+    """`qmr judge-bench` scores the configured judges (the default offline pair) and the ensemble."""
+    import yaml
+    from click.testing import CliRunner
+
+    from qmr.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    items, bench = _bench_items()
+    write_processbench(tmp_path / "pb.json", items)
+    write_jsonl(tmp_path / "bench.jsonl", bench)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(default_params))
+    out = CliRunner().invoke(main, ["judge-bench", "pb.json", "--gold", "bench.jsonl", "--json", "scores.json"])
+    assert out.exit_code == 0, out.output
+    assert "attached gold solutions to 4/4 items" in out.output
+    lines = out.output.splitlines()
+    assert lines[1].split()[:6] == ["judge", "n_err", "n_ok", "err_acc", "ok_acc", "F1"]
+    assert any(line.startswith("ensemble") for line in lines)
+    assert json.loads((tmp_path / "scores.json").read_text())["judges"]["reference"]["f1"] == 1.0
+    bad = CliRunner().invoke(main, ["judge-bench", "pb.json", "--judges", "gpt9"])
+    assert bad.exit_code == 2 and "--judges: got gpt9; allowed: arithmetic, reference" in bad.output
 
 
 def test_processbench_validation(tmp_path):

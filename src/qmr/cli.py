@@ -253,34 +253,18 @@ def judge_bench_cmd(ctx, file, names, gold_file, no_ensemble, as_json):
     erroneous samples, accuracy on correct samples, and their harmonic mean (F1).
     `qmr processbench-from-prm800k OUT --source FILE` converts PRM800K step ratings into such a file.
     """
-    from qmr.errors import UserError
-    from qmr.io import read_jsonl, write_json
-    from qmr.locate.judge_bench import attach_gold, judge_bench
-    from qmr.locate.judges import build_judge
+    from qmr.io import write_json
+    from qmr.locate.judge_bench import format_scores, judge_bench_from_params
     from qmr.logs import setup_logging
     from qmr.params import load_params
-    from qmr.processbench import read_processbench
 
     setup_logging(ctx.obj.get("verbose", False))
     params = load_params(ctx.obj["params"])
-    specs = params.judge.judges
-    chosen = [n.strip() for n in names.split(",") if n.strip()] or list(specs)
-    unknown = [n for n in chosen if n not in specs]
-    if unknown:
-        raise UserError(f"--judges: got {', '.join(unknown)}; allowed: {', '.join(specs)}")
-    items = read_processbench(file)
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    scores = judge_bench_from_params(params, file, chosen, gold_file=gold_file, ensemble=not no_ensemble)
     if gold_file:
-        matched = attach_gold(items, read_jsonl(gold_file))
-        click.echo(f"attached gold solutions to {matched}/{len(items)} items", err=True)
-    judges = {n: build_judge(n, specs[n], params.endpoints) for n in chosen}
-    ensemble = None if no_ensemble or not set([params.vote.baseline, *params.vote.auxiliaries]) <= set(chosen) else params.vote
-    from qmr.paths import cache_dir
-
-    scores = judge_bench(items, judges, ensemble=ensemble, cache_path=cache_dir() / "judge" / "judge-bench.jsonl")
-    rows = list(scores["judges"].items()) + ([("ensemble", scores["ensemble"])] if scores.get("ensemble") else [])
-    click.echo(f"{'judge':16s} {'n_err':>6s} {'n_ok':>6s} {'err_acc':>8s} {'ok_acc':>8s} {'F1':>7s}")
-    for name, sc in rows:
-        click.echo(f"{name:16s} {sc['n_error']:6d} {sc['n_correct']:6d} {sc['error_accuracy']:8.3f} {sc['correct_accuracy']:8.3f} {sc['f1']:7.3f}")
+        click.echo(f"attached gold solutions to {scores['gold_attached']}/{scores['items']} items", err=True)
+    click.echo("\n".join(format_scores(scores)))
     if as_json:
         write_json(as_json, scores)
 
@@ -326,75 +310,24 @@ def gate(tolerances, rev, spread, exps, as_json):
     A pattern that matches no metric fails the gate (a typo must not pass silently). Tolerances come
     from the measured spread of correct runs: `qmr gate --spread` after `dvc exp run -S base.toy.seed=N`.
     """
-    import json
-    import subprocess
+    from qmr import gate as g
 
-    from qmr.errors import UserError
-    from qmr.gate import check, validate
-
-    rules = validate(_read_tolerances(tolerances), tolerances)
+    rules = g.read_tolerances(tolerances)
     if spread:
-        _gate_spread(rules, rev, exps, as_json)
+        import json
+
+        runs = g.experiment_runs(rev, exps)
+        rows = g.spread(runs, rules, reference=next(iter(runs)))
+        click.echo(json.dumps({"runs": list(runs), "rows": rows}, indent=1) if as_json else "\n".join(g.format_spread(runs, rows)))
         return
-    # this interpreter's dvc: the gate works without the environment's bin/ on PATH
-    proc = subprocess.run([sys.executable, "-m", "dvc", "metrics", "diff", rev, "--all", "--json"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise UserError(f"dvc metrics diff failed: {proc.stderr.strip()}")
-    diff = json.loads(proc.stdout or "{}")
-    violations, watched = check(diff, rules)
-    click.echo(f"{'metric':72s} {'committed':>10s} {'this run':>10s}")
-    for file, key, old, new in watched:
-        click.echo(f"{file + ':' + key:72s} {_num(old):>10s} {_num(new):>10s}")
+    violations, watched = g.check(g.metrics_diff(rev), rules)
+    click.echo("\n".join(g.format_watched(watched)))
     if violations:
         click.echo(f"\nqmr gate: {len(violations)} problem(s) against {tolerances}:", err=True)
         for v in violations:
             click.echo(f"  - {v}", err=True)
         sys.exit(1)
     click.echo(f"qmr gate: {len(watched)} watched metrics within tolerance")
-
-
-def _num(x) -> str:
-    return "-" if x is None else f"{x:.4f}" if isinstance(x, float) else str(x)
-
-
-def _read_tolerances(path: str):
-    import yaml
-
-    from qmr.gate import GateConfigError
-
-    try:
-        text = open(path, encoding="utf-8").read(1_000_001)
-        if len(text) > 1_000_000:
-            raise GateConfigError(f"{path}: larger than 1 MB; allowed: a small YAML mapping")
-        return yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise GateConfigError(f"{path}: cannot read it as UTF-8 YAML ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-
-
-def _gate_spread(rules: dict, rev: str, exps: tuple[str, ...], as_json: bool) -> None:
-    import json
-    import subprocess
-
-    from qmr.errors import UserError
-    from qmr.gate import experiment_metrics, spread
-
-    proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "--rev", rev], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise UserError(f"dvc exp show failed: {proc.stderr.strip()}")
-    runs = experiment_metrics(json.loads(proc.stdout or "[]"), only=exps)
-    if not runs:
-        raise UserError("no experiments with metrics found; run e.g. `dvc exp run -S base.toy.seed=1` first")
-    rows = spread(runs, rules, reference=next(iter(runs)))
-    if as_json:
-        click.echo(json.dumps({"runs": list(runs), "rows": rows}, indent=1))
-        return
-    names = list(runs)
-    click.echo("runs: " + ", ".join(names) + f" (reference: {names[0]})")
-    click.echo(f"{'metric':64s} {'mean':>8s} {'min':>8s} {'max':>8s} {'std':>8s} {'drop':>8s} {'rise':>8s}  tolerance")
-    for r in rows:
-        tol = ", ".join(f"{k} {r[k]}" for k in ("max_drop", "max_rise") if r.get(k) is not None)
-        click.echo(f"{r['file'] + ':' + r['metric']:64s} {r['mean']:8.4f} {r['min']:8.4f} {r['max']:8.4f} {r['std']:8.4f} "
-                   f"{r.get('largest_drop', 0):8.4f} {r.get('largest_rise', 0):8.4f}  {tol}")
 
 
 @main.command()

@@ -215,3 +215,61 @@ def experiment_metrics(show: list[dict], only: Iterable[str] = ()) -> dict[str, 
                     continue
                 add(name or rev[:7], exp.get("data"))
     return runs
+
+
+def read_tolerances(path: str) -> dict[str, dict[str, dict]]:
+    """The validated tolerance file; a `GateConfigError` naming it when unreadable or malformed."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read(1_000_001)
+        if len(text) > 1_000_000:
+            raise GateConfigError(f"{path}: larger than 1 MB; allowed: a small YAML mapping")
+        raw = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise GateConfigError(f"{path}: cannot read it as UTF-8 YAML ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    return validate(raw, path)
+
+
+def _dvc_json(args: list[str], what: str):
+    """``dvc <args> --json`` through this interpreter's dvc (no need for the environment's bin/ on PATH)."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args, "--json"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UserError(f"{what} failed: {proc.stderr.strip()}")
+    return json.loads(proc.stdout or "null")
+
+
+def metrics_diff(rev: str) -> dict:
+    """`dvc metrics diff REV --all` of the workspace."""
+    return _dvc_json(["metrics", "diff", rev, "--all"], "dvc metrics diff") or {}
+
+
+def experiment_runs(rev: str, only: Iterable[str] = ()) -> dict[str, dict[str, dict]]:
+    """Metrics of the workspace and the DVC experiments of REV (`experiment_metrics`)."""
+    runs = experiment_metrics(_dvc_json(["exp", "show", "--rev", rev], "dvc exp show") or [], only=only)
+    if not runs:
+        raise UserError("no experiments with metrics found; run e.g. `dvc exp run -S base.toy.seed=1` first")
+    return runs
+
+
+def format_watched(watched: list[tuple[str, str, float | None, float | None]]) -> list[str]:
+    lines = [f"{'metric':72s} {'committed':>10s} {'this run':>10s}"]
+    cell = lambda x: "-" if x is None else f"{x:.4f}" if isinstance(x, float) else str(x)  # noqa: E731
+    lines += [f"{file + ':' + key:72s} {cell(old):>10s} {cell(new):>10s}" for file, key, old, new in watched]
+    return lines
+
+
+def format_spread(runs: dict, rows: list[dict]) -> list[str]:
+    names = list(runs)
+    lines = ["runs: " + ", ".join(names) + f" (reference: {names[0]})",
+             f"{'metric':64s} {'mean':>8s} {'min':>8s} {'max':>8s} {'std':>8s} {'drop':>8s} {'rise':>8s}  tolerance"]  # fmt: skip
+    for r in rows:
+        tol = ", ".join(f"{k} {r[k]}" for k in ("max_drop", "max_rise") if r.get(k) is not None)
+        lines.append(f"{r['file'] + ':' + r['metric']:64s} {r['mean']:8.4f} {r['min']:8.4f} {r['max']:8.4f} {r['std']:8.4f} "
+                     f"{r.get('largest_drop', 0):8.4f} {r.get('largest_rise', 0):8.4f}  {tol}")  # fmt: skip
+    return lines

@@ -147,3 +147,37 @@ def judge_bench(
         out["ensemble"] = processbench_scores(items, preds)
         out["ensemble"]["escalated"] = sum(lab["needs_human"] for lab in labels)
     return out
+
+
+def judge_bench_from_params(
+    params, file: str, names: list[str], gold_file: str | None = None, ensemble: bool = True
+) -> dict[str, Any]:
+    """`qmr judge-bench`: the configured judges ``names`` (all when empty; endpoints resolved) and, when
+    every voting judge is among them, the vote ensemble, scored on a ProcessBench-format ``file``."""
+    from qmr.errors import UserError
+    from qmr.io import read_jsonl
+    from qmr.locate.judges import build_judge
+    from qmr.paths import cache_dir
+    from qmr.processbench import read_processbench
+
+    specs = params.judge.judges
+    chosen = names or list(specs)
+    unknown = [n for n in chosen if n not in specs]
+    if unknown:
+        raise UserError(f"--judges: got {', '.join(unknown)}; allowed: {', '.join(specs)}")
+    items = read_processbench(file)
+    matched = attach_gold(items, read_jsonl(gold_file)) if gold_file else 0
+    judges = {n: build_judge(n, specs[n], params.endpoints) for n in chosen}
+    voters = {params.vote.baseline, *params.vote.auxiliaries}
+    spec = params.vote if ensemble and voters <= set(chosen) else None
+    scores = judge_bench(items, judges, ensemble=spec, cache_path=cache_dir() / "judge" / "judge-bench.jsonl")
+    return {**scores, "items": len(items), "gold_attached": matched}
+
+
+def format_scores(scores: dict[str, Any]) -> list[str]:
+    """ProcessBench's table: per judge (and the ensemble) error / correct accuracy and their F1."""
+    rows = list(scores["judges"].items()) + ([("ensemble", scores["ensemble"])] if scores.get("ensemble") else [])
+    lines = [f"{'judge':16s} {'n_err':>6s} {'n_ok':>6s} {'err_acc':>8s} {'ok_acc':>8s} {'F1':>7s}"]
+    for name, sc in rows:
+        lines.append(f"{name:16s} {sc['n_error']:6d} {sc['n_correct']:6d} {sc['error_accuracy']:8.3f} {sc['correct_accuracy']:8.3f} {sc['f1']:7.3f}")
+    return lines
