@@ -82,3 +82,10 @@ def test_pinned_weights_do_not_depend_on_the_hosts_kernel_choice(tmp_path):
     hostile = _train(tmp_path, "pinned-hostile", {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE",
                                                   "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41"})  # fmt: skip
     assert pinned == hostile
+    import torch
+
+    if torch.backends.cpu.get_cpu_capability() == "AVX512":  # this host would dispatch to AVX-512 unpinned
+        native_host = _train(tmp_path, "native-host", {"QMR_CPU_KERNELS": "native"})
+        assert native_host[0] != native_avx2[0]  # the AVX-512 vs AVX2 dispatch changes the bits ...
+        pinned_512 = _train(tmp_path, "pinned-avx512", {"ATEN_CPU_CAPABILITY": "avx512"})
+        assert pinned_512 == pinned  # ... and the pin holds against it
