@@ -35,6 +35,10 @@ def test_flaky_endpoint_completes_and_counts(tmp_path, monkeypatch, default_para
     write_judge_project(tmp_path, VARIANT, per_benchmark=10)
     # failure_rate 0.5 over five equally likely kinds: 30% errors (429, 500, hang), 20% malformed replies
     srv = OpenAIStubServer(failure_rate=0.5, failure_kinds=("429", "500", "hang", "invalid", "invalid"), hang_s=1.0, seed=1).start()
+    # The first 8 requests are invalid replies: with 4 workers, some worker's case gets both its ask and
+    # its re-ask among them (pigeonhole), so at least one case stays invalid and must be re-asked below,
+    # whatever order the threads take (the seeded faults alone may all be absorbed by retries).
+    srv.push(*["invalid"] * 8)
     params = _params(default_params, srv.url)
     params["judge"]["max_failed_share"] = 1.0  # this test is about completing under faults, not failing the stage
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
