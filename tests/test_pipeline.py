@@ -43,11 +43,17 @@ def _status(work: Path) -> set[str]:
     """Stages `dvc status` reports as changed (directly: a dep, a param or an output differs)."""
     out = _run(["dvc", "status", "--json"], work)
     assert out.returncode == 0, out.stderr
-    return set(json.loads(out.stdout or "{}"))
+    return _but_resolve(set(json.loads(out.stdout or "{}")))
+
+
+def _but_resolve(stages: set[str]) -> set[str]:
+    """`resolve@<model>` is always_changed (it watches local model folders): milliseconds, and what
+    follows it re-runs only when its output changes, so it is left out of the sets compared here."""
+    return {s for s in stages if not s.startswith("resolve@")}
 
 
 def _ran(result: subprocess.CompletedProcess) -> set[str]:
-    return {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
+    return _but_resolve({line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")})
 
 
 # Declared params a stage may leave unread on this small run: each is read on another path.
@@ -103,7 +109,7 @@ def test_dvc_repro_small_pipeline(tmp_path):
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
     shutil.copytree(REPO / "annotations", work / "annotations")  # the verdict tree, as in a clone
     (work / "metrics").mkdir()
-    shutil.copy(REPO / "metrics" / "ablation.md", work / "metrics" / "ablation.md")  # committed, as in a clone
+    shutil.copy(REPO / "metrics" / "ablation.json", work / "metrics" / "ablation.json")  # committed, as in a clone
     params = _small_params(yaml.safe_load((REPO / "params.yaml").read_text()))
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
@@ -159,7 +165,7 @@ def test_dvc_repro_small_pipeline(tmp_path):
 
     second = _run(["dvc", "repro"], work)
     assert second.returncode == 0
-    assert "Running stage" not in second.stdout, second.stdout
+    assert _ran(second) == set(), second.stdout
 
     # The graph tells the truth (issue 13): each change marks exactly what depends on it.
     upstream = {"prepare", "base@toy", "align"} | {f"quantize@toy-{v}" for v in params["quantize"]["variants"]}

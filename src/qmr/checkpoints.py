@@ -67,12 +67,13 @@ def resolve_model_path(path: str | Path, revision: str | None = None) -> tuple[s
     raise CheckpointError(f"{path}: more than {_MAX_POINTER_HOPS} nested {POINTER_FILE} pointers")
 
 
-def write_pointer(directory: str | Path, target: str, revision: str | None = None) -> Path:
-    """Write ``directory/qmr_model.json`` pointing at ``target`` (a dir or hub id)."""
+def write_pointer(directory: str | Path, target: str, revision: str | None = None, identity: list | None = None) -> Path:
+    """Write ``directory/qmr_model.json`` pointing at ``target`` (a dir or hub id); ``identity`` (of a
+    local folder, see :func:`checkpoint_identity`) makes the pointer change when the folder does."""
     from qmr.io import write_json
 
     out = Path(directory) / POINTER_FILE
-    write_json(out, {"path": str(target), "revision": revision})
+    write_json(out, {"path": str(target), "revision": revision, **({"identity": identity} if identity is not None else {})})
     return out
 
 

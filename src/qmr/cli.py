@@ -118,6 +118,18 @@ def prepare(ctx):
 @main.command()
 @model_opt
 @click.pass_context
+def resolve(ctx, model):
+    """Write models/spec/<model>.json: the model's params, plus the identity of a local model folder.
+
+    Every per-model stage reads its model from this file (so model names may contain dots, as hub names
+    do) and DVC re-runs them when it changes; the stage itself always runs (milliseconds).
+    """
+    _run_stage(ctx, "resolve", model=model)
+
+
+@main.command()
+@model_opt
+@click.pass_context
 def base(ctx, model):
     """Resolve the base model into models/base/<model>.
 

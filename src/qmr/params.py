@@ -20,6 +20,7 @@ from qmr.errors import did_you_mean
 from qmr.generation.base import GenerateConfig
 from qmr.locate.judges import JudgeSpec
 from qmr.locate.vote import VoteSpec
+from qmr.modelspec import ModelSpec
 from qmr.quant.spec import QuantSpec
 from qmr.restore.silver import RecoveryConfig
 from qmr.restore.train import RestoreConfig
@@ -27,30 +28,6 @@ from qmr.toy.problems import ToyDataConfig
 from qmr.toy.train import ToyModelConfig
 
 TOY_SPLITS = ("train", "mine", "test")
-
-
-@dataclass
-class ModelSpec:
-    """One model the pipeline runs on (a key of ``models``)."""
-
-    source: Literal["toy", "hub", "local"] = field("toy", help="toy = train the embedded reasoner; hub = pinned hub id; local = a directory")
-    hub_id: str | None = field(None, help="hub model id, e.g. Qwen/Qwen2.5-1.5B-Instruct (source: hub)")
-    revision: str | None = field(None, help="hub commit/tag to pin (source: hub)")
-    path: str | None = field(None, help="local Hugging Face model directory (source: local)")
-    prompt_style: Literal["plain", "chat"] = field("plain", help="plain for the toy; chat uses the model's chat template")
-
-    def check(self, key: str) -> list[Problem]:
-        out = []
-        if self.source == "hub" and not self.hub_id:
-            out.append(Problem(f"{key}.hub_id", self.hub_id, "a hub model id when source is 'hub'"))
-        if self.source == "hub" and not self.revision:
-            out.append(Problem(f"{key}.revision", self.revision, "a pinned revision (commit or tag) when source is 'hub'"))
-        if self.source == "local":
-            if not self.path:
-                out.append(Problem(f"{key}.path", self.path, "a local model directory when source is 'local'"))
-            elif not Path(self.path).is_dir():
-                out.append(Problem(f"{key}.path", self.path, "an existing directory (not found)"))
-        return out
 
 
 @dataclass

@@ -21,6 +21,11 @@ def benchmark(name: str) -> Path:
     return DATA / "benchmarks" / f"{name}.jsonl"
 
 
+def model_spec(model: str) -> Path:
+    """The resolved ``models.<model>`` (written by `resolve`; what per-model stages read)."""
+    return MODELS / "spec" / f"{model}.json"
+
+
 def base_model(model: str) -> Path:
     return MODELS / "base" / model
 

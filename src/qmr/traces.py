@@ -51,12 +51,13 @@ def generate_traces(
     from qmr.generation import backend_from_config
     from qmr.generation.resume import resumable_generate
     from qmr.io import write_jsonl
+    from qmr.modelspec import load_spec
     from qmr.prompts import build_prompt
 
     cfg = params.generate
     set_determinism(params.seed, params.threads)
     backend = backend_from_config(cfg, model_path, adapter=adapter)
-    style = params.models[model].prompt_style
+    style = load_spec(model, params.models).prompt_style
     prompts = [build_prompt(r["question"], style, getattr(backend, "tokenizer", None)) for r in records]
     sampling = {"n": cfg.samples, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens, "seed": params.seed}
     if partial is not None:

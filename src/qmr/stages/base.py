@@ -7,14 +7,14 @@ import logging
 from qmr import paths
 from qmr.checkpoints import write_pointer
 from qmr.determinism import kernel_info, set_determinism
-from qmr.errors import choose
 from qmr.io import write_json
+from qmr.modelspec import load_spec, spec_dict
 
 log = logging.getLogger(__name__)
 
 
 def run(params, model: str) -> None:
-    spec = choose("model", model, params.models)
+    spec = load_spec(model, params.models)
     out = paths.base_model(model)
     if spec.source == "toy":
         from qmr.toy.train import train_toy_model
@@ -27,7 +27,15 @@ def run(params, model: str) -> None:
         write_json(paths.speed("base", model),
                    {"steps": stats["steps"], "threads": params.threads, **timing, "kernels": kernel_info()})
         log.info("trained toy model %s: %d steps, final loss %s, %d parameters", model, stats["steps"], stats["final_loss"], stats["n_params"])
-    elif spec.source == "hub":
+        return
+    # hub / local: a pointer (the local folder's identity inside, so a rebuilt folder changes this output)
+    if spec.source == "hub":
         write_pointer(out, spec.hub_id, spec.revision)
+        info = {"source": "hub", "hub_id": spec.hub_id, "revision": spec.revision}
     else:
-        write_pointer(out, spec.path)
+        identity = spec_dict(spec, model)["identity"]
+        write_pointer(out, spec.path, identity=identity)
+        info = {"source": "local", "files": len(identity), "bytes": sum(size for _, size, _ in identity)}
+    write_json(paths.METRICS / "base" / f"{model}.json", info)
+    write_json(paths.speed("base", model), {"threads": params.threads, "kernels": kernel_info()})
+    log.info("pinned %s model %s: %s", spec.source, model, info)

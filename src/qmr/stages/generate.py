@@ -7,6 +7,7 @@ import logging
 from qmr import paths
 from qmr.errors import choose
 from qmr.io import read_jsonl
+from qmr.modelspec import load_spec
 
 log = logging.getLogger(__name__)
 
@@ -14,7 +15,7 @@ log = logging.getLogger(__name__)
 def run(params, model: str, variant: str, benchmark: str) -> None:
     from qmr.traces import generate_traces
 
-    choose("model", model, params.models)
+    load_spec(model, params.models)  # validates --model
     choose("variant", variant, params.quantize.variants)
     choose("benchmark", benchmark, params.benchmarks)
     traces = generate_traces(

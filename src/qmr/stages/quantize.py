@@ -8,13 +8,14 @@ from qmr import paths
 from qmr.checkpoints import write_pointer
 from qmr.errors import choose
 from qmr.io import read_jsonl, write_json
+from qmr.modelspec import load_spec
 
 log = logging.getLogger(__name__)
 
 
 def run(params, model: str, variant: str) -> None:
     spec = choose("variant", variant, params.quantize.variants)
-    model_spec = choose("model", model, params.models)
+    model_spec = load_spec(model, params.models)
     source = paths.aligned_model(model)  # the base model after format alignment (or a pointer to it)
     out = paths.quantized_model(model, variant)
     if spec.method == "none":

@@ -22,8 +22,16 @@ def run(params) -> None:
             log_path = paths.restored_model(model, variant) / "train_log.json"
             if log_path.exists():
                 logs[f"{model}/{variant}"] = read_json(log_path)
-    ablation_md = paths.METRICS / "ablation.md"  # written by `qmr ablation` from DVC experiments
-    ablation = ablation_md.read_text(encoding="utf-8").splitlines() if ablation_md.exists() else None
+    ablation = None
+    ablation_json = paths.METRICS / "ablation.json"  # written by `qmr ablation` from DVC experiments
+    if ablation_json.exists():
+        from qmr.ablation import render as render_ablation
+
+        data = read_json(ablation_json)
+        if data.get("model") in params.models:  # another model's experiments are not this report's
+            ablation = render_ablation(data["model"], data["variant"], data["experiments"], data["summary"])
+        else:
+            log.info("%s holds experiments of model %r, not one of this params file's: left out", ablation_json, data.get("model"))
     align = read_json(paths.metrics("align")) if paths.metrics("align").exists() else None
     text = render_report(evaluate, vote, restore, list(params.generate.benchmarks), ablation=ablation, align=align)
     write_text(paths.METRICS / "report.md", text)

@@ -26,12 +26,13 @@ def run(params, model: str, variant: str) -> None:
         checkpoint_dir=paths.cache_dir() / "restore" / model / variant, identity=checkpoint_identity(str(quantized)),
     )  # fmt: skip
     if cfg.merge == "requantize" and stats.get("trained"):
+        from qmr.modelspec import load_spec
         from qmr.quant.calibration import calibration_texts
 
         spec = params.quantize.variants[variant]
         cal = params.quantize.calibration
         records = read_jsonl(paths.benchmark(cal.benchmark))[: cal.samples]
-        texts = calibration_texts(records, params.models[model].prompt_style, str(quantized))
+        texts = calibration_texts(records, load_spec(model, params.models).prompt_style, str(quantized))
         qstats = merge_and_requantize(out, out / "requantized", spec, texts, max_length=cal.max_length, seed=params.seed)
         stats["requantize"] = {k: v for k, v in qstats.items() if isinstance(v, (int, float, str))}
         write_json(out / "requantize.json", stats["requantize"])

@@ -7,6 +7,7 @@ import logging
 from qmr import paths
 from qmr.errors import UserError, choose
 from qmr.io import read_jsonl, write_json, write_jsonl
+from qmr.modelspec import load_spec
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def run(params, model: str, variant: str) -> None:
     from qmr.restore.silver import build_pairs
 
     cfg = params.recovery
-    choose("model", model, params.models)
+    load_spec(model, params.models)  # validates --model
     choose("variant", variant, params.quantize.variants)
     mine = benchmarks_with_role(params, "mine")
     set_determinism(cfg.seed, params.threads)
