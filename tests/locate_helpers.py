@@ -122,16 +122,19 @@ def _wrong(solution: str) -> str:
     return "\n".join(lines[:1] + [f"The answer is {wrong}."])
 
 
-def write_judge_project(root, variant: str, per_benchmark: int = 4) -> None:
+def write_judge_project(root, variant: str, per_benchmark: int = 4, benches: tuple[str, ...] = ("test", "mine")) -> None:
     """Benchmarks and traces for `qmr judge` / `qmr vote` in a scratch project: fp solves every toy
-    problem, ``variant`` makes a computational error in the first step of each."""
+    problem, ``variant`` makes a computational error in the first step of each. A name of ``benches``
+    other than a toy split gets test-split problems with ids prefixed by the name."""
     from qmr.generation.base import Completion
     from qmr.io import write_jsonl
     from qmr.toy.problems import generate_split
     from qmr.traces import make_traces
 
-    for bench in ("test", "mine"):
-        records = generate_split(bench, per_benchmark, seed=0)
+    for bench in benches:
+        records = generate_split(bench if bench in ("train", "mine", "test") else "test", per_benchmark, seed=0)
+        if bench not in ("train", "mine", "test"):
+            records = [{**r, "id": f"{bench}-{r['id']}", "source": bench} for r in records]
         write_jsonl(root / "data" / "benchmarks" / f"{bench}.jsonl", records)
         prompts = [r["question"] for r in records]
         for name, texts in (("fp", [r["solution"] for r in records]), (variant, [_wrong(r["solution"]) for r in records])):

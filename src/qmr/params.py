@@ -18,6 +18,7 @@ from qmr.config import MAX_YAML_BYTES, SEED_MAX, ConfigError, Problem, field, fr
 from qmr.endpoints import EndpointSpec
 from qmr.errors import did_you_mean
 from qmr.generation.base import GenerateConfig
+from qmr.locate.cases import judged_benchmarks
 from qmr.locate.judges import JudgeSpec
 from qmr.locate.vote import VoteSpec
 from qmr.modelspec import ModelSpec
@@ -116,6 +117,13 @@ class JudgeConfig:
     max_failed_share: float = field(
         0.1, help="fail the stage (exit 2, answers so far kept in the cache) when more than this share of an llm "
         "judge's cases ended in a failed call or an invalid reply; `dvc repro` then re-asks only those")
+    benchmarks: Literal["auto"] | list[str] = field(
+        "auto", help="benchmarks whose failures are judged: auto = those of generate.benchmarks with a free-form answer "
+        "(kind math or integer; multiple choice is skipped), or a list of names from generate.benchmarks")
+    budget_usd: float | None = field(
+        None, help="US dollars one `qmr judge` run (one model x variant) may spend on llm judges: each call is reserved "
+        "against it before it is sent, and past it the stage stops (exit 2, answers so far cached; raise it and re-run, "
+        "cached answers are not paid twice); null = no cap. The estimate is logged and recorded before any call", ge=0.0)
 
 
 @dataclass
@@ -183,7 +191,20 @@ class Params:
                     allowed = "lower-case letters, digits, '-'" + "".join(f", {c!r}" for c in extra)
                     out.append(Problem(f"{section}.{name}", name, f"a name of 1-64 {allowed}, starting with a letter or digit "
                                        "(it becomes a file name)" + (" and no '..'" if extra == "." else "")))
-        for field_name, listed in (("generate.benchmarks", self.generate.benchmarks), ("judge.variants", self.judge.variants),
+        if isinstance(self.judge.benchmarks, list):
+            for i, name in enumerate(self.judge.benchmarks):
+                if name not in self.generate.benchmarks:
+                    out.append(Problem(f"judge.benchmarks[{i}]", name, "'auto' or names from generate.benchmarks: "
+                                       + ", ".join(self.generate.benchmarks) + did_you_mean(name, list(self.generate.benchmarks))))  # fmt: skip
+        generated = [b for b in self.generate.benchmarks if b in bench]
+        judged, _ = judged_benchmarks(self.judge.benchmarks, generated, {b: bench[b].kind for b in generated})
+        mine = [b for b in generated if bench[b].role == "mine"]
+        if self.recovery.variants and mine and not any(b in judged for b in mine):
+            out.append(Problem("judge.benchmarks", self.judge.benchmarks, f"a setting that judges the mine benchmark {mine[0]!r} "
+                               "(recovery.variants mines silver pairs from its labels)"))  # fmt: skip
+        listed_benchmarks = self.judge.benchmarks if isinstance(self.judge.benchmarks, list) else []
+        for field_name, listed in (("generate.benchmarks", self.generate.benchmarks), ("judge.benchmarks", listed_benchmarks),
+                                   ("judge.variants", self.judge.variants),
                                    ("recovery.variants", self.recovery.variants)):  # fmt: skip (vote.auxiliaries: VoteSpec.check)
             twice = sorted({x for x in listed if listed.count(x) > 1})
             if twice:

@@ -18,6 +18,11 @@ a fixed order (case order, then judge order) whatever the completion order.
 ``cheap_first``: give a `VoteSpec`; offline judges run first, and a case whose offline judgments alone
 are accepted by `vote_case` (rule unanimous/threshold, so at least ``min_votes`` offline judges speak and
 agree) is not sent to the llm judges; the calls saved are counted.
+
+Before the first call `run_judges` estimates the calls, tokens and dollars of what it will actually ask
+(`qmr.locate.budget.estimate_run`: cached answers excluded) and logs them as one table; with a
+`Budget` every call is reserved against it before it is sent, and once the budget stops (a call that
+does not fit even with no other call in flight) the rest of the run is not asked (``JudgeRun.over_budget`` lists those (case, judge) pairs; what finished is cached).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qmr.io import JsonlAppender
+from qmr.locate.budget import Budget, estimate_run, format_estimate
 from qmr.locate.cases import Case, input_hash
 from qmr.locate.judges import Judge
 
@@ -37,6 +43,10 @@ if TYPE_CHECKING:
     from qmr.locate.vote import VoteSpec
 
 log = logging.getLogger(__name__)
+
+
+#: ``error_kind`` of a judgment the budget refused (and the marker of a call never started for it)
+OVER_BUDGET = "over_budget"
 
 
 def cache_key(judge: str, fingerprint: str, ihash: str) -> str:
@@ -93,6 +103,11 @@ class JudgeRun:
 
     judgments: list[dict[str, Any]]
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: `estimate_run`'s rows for the llm judges: what this run was going to ask
+    estimate: dict[str, Any] = field(default_factory=dict)
+    #: (case index, judge) pairs not asked because the budget stopped the run
+    over_budget: list[tuple[int, str]] = field(default_factory=list)
+    budget: dict[str, Any] = field(default_factory=dict)
 
     @property
     def calls_made(self) -> int:
@@ -117,6 +132,7 @@ def _new_stats() -> dict[str, Any]:
         "tokens_in": 0,
         "tokens_out": 0,
         "cost": 0.0,
+        "over_budget": 0,
         "dead": False,
     }
 
@@ -129,16 +145,23 @@ def run_judges(
     cheap_first: VoteSpec | None = None,
     dead_after: int = 8,
     progress: bool = False,
+    budget: Budget | None = None,
+    title: str = "",
 ) -> JudgeRun:
     """Judge every case with every judge (see the module docstring).
 
     ``dead_after``: when a judge's first ``dead_after`` finished calls all failed to reach the endpoint
     (connection refused, timeout, auth, unknown model), its remaining cases are cancelled (``stats[name]
     ["dead"]``); the stage should then call `qmr.locate.llm.raise_if_endpoint_dead`. 0 disables this.
+
+    ``budget``: admits each llm call (see `qmr.locate.budget`); ``title`` names the run in the
+    estimate's log table.
     """
     cache = JudgmentCache(cache_path) if cache_path is not None else None
     results: dict[tuple[int, str], dict[str, Any]] = {}
     stats = {name: _new_stats() for name in judges}
+    estimate: dict[str, Any] = {}
+    over_budget: list[tuple[int, str]] = []
     try:
         offline = {n: j for n, j in judges.items() if not j.cacheable}
         online = {n: j for n, j in judges.items() if j.cacheable}
@@ -168,7 +191,10 @@ def run_judges(
                     stats[name]["calls_saved"] += int(hit.get("calls") or 1)
                 else:
                     todo[name].append(ci)
-        _judge_online(cases, online, todo, results, stats, cache, dead_after, progress)
+        if online:
+            estimate = estimate_run(cases, online, todo, {n: stats[n]["cached"] for n in online})
+            log.info("%s", format_estimate(estimate, budget.limit_usd if budget is not None else None, title))
+        _judge_online(cases, online, todo, results, stats, cache, dead_after, progress, budget, over_budget)
     finally:
         if cache is not None:
             cache.close()
@@ -178,7 +204,7 @@ def run_judges(
             "judge %s: %d case(s): %d cached, %d judged, %d skipped (cheap-first); %d call(s) made, %d saved",
             name, s["cases"], s["cached"], s["judged"], s["skipped_cheap_first"], s["calls"], s["calls_saved"],
         )  # fmt: skip
-    return JudgeRun(ordered, stats)
+    return JudgeRun(ordered, stats, estimate, sorted(over_budget), budget.summary() if budget is not None else {})
 
 
 def _decided_offline(
@@ -204,6 +230,8 @@ def _judge_online(
     cache: JudgmentCache | None,
     dead_after: int,
     progress: bool,
+    budget: Budget | None = None,
+    over_budget: list[tuple[int, str]] | None = None,
 ) -> None:
     from qmr.locate.llm import DEAD_KINDS
 
@@ -226,11 +254,18 @@ def _judge_online(
     unreached = {name: 0 for name in online}
     reached = {name: False for name in online}
 
-    def guarded(name: str, case: Case) -> dict[str, Any] | None:
+    def guarded(name: str, case: Case) -> dict[str, Any] | str | None:
         with gate:
             if dead_after and not reached[name] and unreached[name] >= dead_after:
                 return None
-        rec = online[name].judge(case)
+        if budget is not None:
+            if budget.stopped:
+                return OVER_BUDGET
+            rec = online[name].judge(case, budget=budget)
+            if rec.get("error_kind") == OVER_BUDGET:
+                return rec
+        else:
+            rec = online[name].judge(case)
         with gate:
             if rec.get("error_kind") in DEAD_KINDS:
                 unreached[name] += 1
@@ -255,8 +290,20 @@ def _judge_online(
         rec = fut.result()
         if rec is None:  # skipped: the endpoint was already found dead
             return
-        results[(ci, name)] = rec
         s = stats[name]
+        if rec == OVER_BUDGET or rec.get("error_kind") == OVER_BUDGET:  # not asked (or a re-ask refused): not a result
+            s["over_budget"] += 1
+            if over_budget is not None:
+                over_budget.append((ci, name))
+            if isinstance(rec, dict):  # a first ask was made and paid before its re-ask was refused
+                s["calls"] += int(rec.get("calls") or 0)
+                s["tokens_in"] += int(rec.get("tokens_in") or 0)
+                s["tokens_out"] += int(rec.get("tokens_out") or 0)
+                s["cost"] = round(s["cost"] + float(rec.get("cost") or 0.0), 8)
+            if bar is not None:
+                bar.update(1)
+            return
+        results[(ci, name)] = rec
         s["judged"] += 1
         s["calls"] += int(rec.get("calls") or 0)
         s["retries"] += int(rec.get("retries") or 0)

@@ -47,6 +47,32 @@ class Case:
     qt_sample: int | None = None
 
 
+#: benchmark kinds with a free-form answer (`qmr.params.BenchmarkSpec.kind`): what `judge.benchmarks: auto`
+#: judges. Multiple-choice answers (``choice``) are left out: a letter gives a judge no derivation to
+#: locate a first faulty step in, and a paid ensemble over them is money spent on nothing the
+#: silver pairs can use.
+JUDGEABLE_KINDS = ("math", "integer")
+
+
+def judged_benchmarks(setting: str | list[str], generated: list[str], kinds: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """``(judged, skipped)`` for ``judge.benchmarks``: ``auto`` keeps the generated benchmarks whose
+    kind is in `JUDGEABLE_KINDS`; a list keeps those names (in ``generated`` order). ``skipped`` maps
+    each generated benchmark left out to the reason."""
+    judged: list[str] = []
+    skipped: dict[str, str] = {}
+    for name in generated:
+        if setting == "auto":
+            if kinds[name] in JUDGEABLE_KINDS:
+                judged.append(name)
+            else:
+                skipped[name] = f"kind {kinds[name]} (judge.benchmarks: auto judges {' and '.join(JUDGEABLE_KINDS)} answers)"
+        elif name in setting:
+            judged.append(name)
+        else:
+            skipped[name] = "not listed in judge.benchmarks"
+    return judged, skipped
+
+
 def case_to_dict(case: Case) -> dict[str, Any]:
     return dataclasses.asdict(case)
 

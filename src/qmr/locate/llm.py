@@ -212,13 +212,17 @@ class LLMJudge:
             tokens_in * self.spec.price_in_per_mtok / 1e6 + tokens_out * self.spec.price_out_per_mtok / 1e6, 8
         )
 
-    def judge(self, case: Case) -> dict[str, Any]:
+    def judge(self, case: Case, budget=None) -> dict[str, Any]:
         """One verdict for ``case``; never raises (any failure becomes an invalid judgment with a reason).
 
         A call that fails (transport error after the client's retries, or a reply that carries no
         message) is recorded with ``error``/``error_kind`` and is not cached, so a re-run asks again;
         a reply that does not parse is re-asked ``reasks`` times, then recorded ``valid: False`` with
         ``error_kind: invalid_reply`` (not cached either).
+
+        ``budget`` (a `qmr.locate.budget.Budget`): every call, re-asks included, is reserved against it
+        before it is sent; a refused call ends the judgment with ``error_kind: over_budget`` (not
+        cached; the run that gets it stops asking).
         """
         import openai
 
@@ -236,6 +240,14 @@ class LLMJudge:
                                  retries=retries)  # fmt: skip
 
         for _attempt in range(1 + self.spec.reasks):
+            ticket = None
+            if budget is not None:
+                ticket = budget.reserve(self, messages)
+                if ticket is None:
+                    return make_judgment(case, self, raw=cap(redact(content)) if content else None, valid=False, abstain=False,
+                                         explanation=f"not asked: judge.budget_usd reached after {calls} call(s)", error_kind="over_budget",
+                                         tokens_in=tokens_in, tokens_out=tokens_out, cost=self._cost(tokens_in, tokens_out),
+                                         calls=calls, retries=retries)  # fmt: skip
             calls += 1
             try:
                 raw = self._client.chat.completions.with_raw_response.create(
@@ -246,11 +258,17 @@ class LLMJudge:
                 )
             except openai.OpenAIError as exc:
                 retries += self.spec.max_retries
+                if budget is not None:
+                    budget.settle(ticket, self, None, None)
                 return failed(_error_kind(exc), safe_error(exc), f"call failed after the client's retries: {type(exc).__name__}")
             except Exception as exc:  # noqa: BLE001 - a hostile endpoint must not end the stage
+                if budget is not None:
+                    budget.settle(ticket, self, None, None)
                 return failed("other", safe_error(exc), f"call failed: {type(exc).__name__}")
             retries += int(getattr(raw, "retries_taken", 0) or 0)
             text, usage, problem = reply_content(raw)
+            if budget is not None:
+                budget.settle(ticket, self, usage["prompt_tokens"], usage["completion_tokens"])
             tokens_in += usage["prompt_tokens"]
             tokens_out += usage["completion_tokens"]
             if text is None:

@@ -2,6 +2,12 @@
 
 Answers of `llm` judges are cached (qmr.paths.judge_cache) as soon as they arrive: a re-run or a run
 resumed after a kill makes no call for a case already answered.
+
+Only the benchmarks of ``judge.benchmarks`` are judged (``auto``: free-form answers, multiple choice
+skipped). Before any paid call the stage logs the estimated calls, tokens and dollars per llm judge
+(recorded in the ``.stats.json`` beside the judgments and in metrics/vote.json); ``judge.budget_usd``
+caps one run: past it no call is sent, what finished is written and cached, and the stage exits 2
+saying how to continue.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ log = logging.getLogger(__name__)
 
 
 def run(params, model: str, variant: str) -> None:
+    from qmr.locate.budget import Budget, money
     from qmr.locate.cache import run_judges
-    from qmr.locate.cases import case_to_dict, failure_cases
+    from qmr.locate.cases import case_to_dict, failure_cases, judged_benchmarks
     from qmr.locate.judges import build_judge
     from qmr.locate.llm import raise_if_endpoint_dead
 
@@ -25,8 +32,13 @@ def run(params, model: str, variant: str) -> None:
     choose("variant", variant, params.quantize.variants)
     ref = params.evaluate.reference
     judges = {name: build_judge(name, spec, params.endpoints) for name, spec in params.judge.judges.items()}  # key env vars checked here
+    cfg = params.judge
+    benches, skipped = judged_benchmarks(cfg.benchmarks, list(params.generate.benchmarks),
+                                         {b: params.benchmarks[b].kind for b in params.generate.benchmarks})  # fmt: skip
+    for bench, why in skipped.items():
+        log.info("%s/%s: benchmark %s not judged: %s", model, variant, bench, why)
     cases = []
-    for bench in params.generate.benchmarks:
+    for bench in benches:
         cases += failure_cases(
             read_jsonl(paths.benchmark(bench)),
             read_jsonl(paths.traces(model, ref, bench)),
@@ -35,16 +47,28 @@ def run(params, model: str, variant: str) -> None:
             params.benchmarks[bench].kind,
         )
     log.info("%s/%s: %d failures to judge with %s", model, variant, len(cases), ", ".join(judges))
-    result = run_judges(
-        cases, judges, paths.judge_cache(model), cheap_first=params.vote if params.judge.cheap_first else None, progress=True
-    )
+    budget = Budget(cfg.budget_usd)
+    result = run_judges(cases, judges, paths.judge_cache(model), cheap_first=params.vote if cfg.cheap_first else None,
+                        progress=True, budget=budget, title=f"judge {model}/{variant}")  # fmt: skip
     raise_if_endpoint_dead(result.judgments)
     write_jsonl(paths.cases(model, variant), [case_to_dict(c) for c in cases])
     write_jsonl(paths.judgments(model, variant), result.judgments)
-    write_json(paths.judgments(model, variant).with_suffix(".stats.json"), {"calls_made": result.calls_made, "calls_saved": result.calls_saved, "judges": result.stats})
+    write_json(paths.judgments(model, variant).with_suffix(".stats.json"), {
+        "calls_made": result.calls_made, "calls_saved": result.calls_saved, "judges": result.stats,
+        "benchmarks": {"judged": benches, "skipped": skipped},
+        "estimate": result.estimate, "budget": {**result.budget, "remaining_calls": len(result.over_budget)},
+    })  # fmt: skip
+    if result.over_budget:
+        left = {ci for ci, _ in result.over_budget}
+        raise UserError(
+            f"judge.budget_usd: {money(cfg.budget_usd)} reached: spent {money(result.budget['spent_usd'])} on "
+            f"{result.budget['calls']} call(s) this run; {len(left)} of {len(cases)} case(s) not fully judged "
+            f"({len(result.over_budget)} call(s) not made). Everything answered is cached: raise judge.budget_usd "
+            "(or set it to null) and run `dvc repro` again; cached answers are not paid twice."
+        )
     # failed calls and invalid replies are not cached: above the allowed share the stage fails, so DVC
     # does not record it as done and the next `dvc repro` re-asks exactly those
-    limit = params.judge.max_failed_share
+    limit = cfg.max_failed_share
     over = []
     for name, s in result.stats.items():
         asked = s["cases"] - s["skipped_cheap_first"]

@@ -51,7 +51,9 @@ def run(params) -> None:
             m = vote_metrics(labels, judgments, cases, truth or None)
             confusion += [{"model": model, **r} for r in confusion_rows(labels, truth, variant)]
             stats = read_json(paths.judgments(model, variant).with_suffix(".stats.json"))
-            m["calls"] = {"made": stats["calls_made"], "saved": stats["calls_saved"]}
+            estimate = stats.get("estimate", {}).get("total", {})
+            m["calls"] = {"made": stats["calls_made"], "saved": stats["calls_saved"], "estimated": estimate.get("calls", 0)}
+            m["cost_usd"] = {"estimated": estimate.get("usd", 0.0), "spent": stats.get("budget", {}).get("spent_usd", 0.0)}
             metrics[model][variant] = m
             type_rows += [{"model": model, **r} for r in error_type_rows(labels, variant)]
             position_rows += [{"model": model, **r} for r in first_error_rows(labels, cases, variant=variant)]
