@@ -227,3 +227,21 @@ def test_reservations_keep_concurrent_callers_within_the_cap():
     assert budget.stopped and budget.spent_usd <= 0.5 and budget.reserved_usd == pytest.approx(0.0, abs=1e-12)
     assert admitted_after_stop and all(a is None for a in admitted_after_stop)
     assert estimate_tokens("x" * 401) == 101
+
+
+def test_reservations_learn_the_endpoints_prompt_token_ratio():
+    """characters / 4 undercounting a provider's tokenizer: after the first answers report twice the
+    estimated prompt tokens, the prompt part of each reservation is doubled."""
+
+    class Spec:
+        price_in_per_mtok, price_out_per_mtok, max_tokens = 1_000.0, 0.0, 10
+
+    class J:
+        name, spec = "j", Spec()
+
+    budget = Budget(None)
+    msgs = [{"role": "user", "content": "x" * 400}]  # estimated 100 prompt tokens: $0.10
+    first = budget.reserve(J, msgs)
+    assert first.usd == pytest.approx(0.1)
+    budget.settle(first, J, 200, 5)  # the endpoint counted 200
+    assert budget.reserve(J, msgs).usd == pytest.approx(0.2) and budget.spent_usd == pytest.approx(0.2)
