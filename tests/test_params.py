@@ -142,3 +142,19 @@ def test_params_file_that_is_a_directory(tmp_path):
     (tmp_path / "p.yaml").mkdir()
     result = CliRunner().invoke(main, ["--params", str(tmp_path / "p.yaml"), "prepare"])
     assert result.exit_code == 2 and "not a regular file" in result.output and "Traceback" not in result.output
+
+
+def test_global_params_option_is_honoured_by_params_check(tmp_path, default_params, monkeypatch):
+    """`qmr --params X params check` checks X (it used to check ./params.yaml whatever --params said)."""
+    params = copy.deepcopy(default_params)
+    _set(params, "seed", "not-a-number")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(default_params))  # a valid file where the old default looked
+    result = CliRunner().invoke(main, ["--params", str(bad), "params", "check"])
+    assert result.exit_code == 2 and "bad.yaml" in result.output and "seed" in result.output, result.output
+    ok = CliRunner().invoke(main, ["params", "check"])
+    assert ok.exit_code == 0 and "params.yaml: ok" in ok.output, ok.output
+    explicit = CliRunner().invoke(main, ["--params", str(bad), "params", "check", "params.yaml"])
+    assert explicit.exit_code == 0, explicit.output  # an explicit PATH wins

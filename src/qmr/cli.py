@@ -451,11 +451,14 @@ def params():
 
 
 @params.command("check")
-@click.argument("path", default="params.yaml")
-def params_check(path):
-    """Validate PATH against the schema; exit 2 listing every problem."""
+@click.argument("path", required=False)
+@click.pass_context
+def params_check(ctx, path):
+    """Validate PATH (default: the file of the global --params option) against the schema, including
+    that every local file or directory it names exists; exit 2 listing every problem."""
     from qmr.params import load_params
 
+    path = path or ctx.obj["params"]
     load_params(path)
     click.echo(f"{path}: ok")
 
