@@ -158,3 +158,31 @@ def test_global_params_option_is_honoured_by_params_check(tmp_path, default_para
     assert ok.exit_code == 0 and "params.yaml: ok" in ok.output, ok.output
     explicit = CliRunner().invoke(main, ["--params", str(bad), "params", "check", "params.yaml"])
     assert explicit.exit_code == 0, explicit.output  # an explicit PATH wins
+
+
+def test_params_show_lists_every_key_with_type_default_and_help_uncut():
+    """`qmr params show` is the complete reference: the per-item sections' fields too (the keys a user
+    edits), each with its type, default and help, wrapped rather than cut at 40 characters."""
+    from qmr.config import describe
+    from qmr.params import Params
+
+    result = CliRunner().invoke(main, ["params", "show"])
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    for key in ("models.<name>.hub_id", "models.<name>.prompt_style", "benchmarks.<name>.revision", "benchmarks.<name>.format",
+                "quantize.variants.<slug>.bits", "quantize.variants.<slug>.group_size", "judge.judges.<name>.endpoint",
+                "endpoints.<name>.api_key_env", "endpoints.<name>.price_in_per_mtok", "base.toy.max_steps", "restore.max_steps"):  # fmt: skip
+        assert f"{key}:" in flat, key
+    rows = describe(Params)
+    assert len(rows) > 150
+    for key, tp, default, help_ in rows:  # nothing cut: the whole type, default and help of every key
+        line = f"{key}: {tp}" + (f" (default: {default})" if default else "")
+        assert " ".join(line.split()) in flat, line
+        assert " ".join(help_.split()) in flat, key
+    fmt = next(r for r in rows if r[0] == "benchmarks.<name>.format")
+    assert len(fmt[1]) > 40 and "'prm800k'" in fmt[1] and fmt[2] == "auto"
+    assert max(len(line) for line in result.output.splitlines()) <= 100
+    only = CliRunner().invoke(main, ["params", "show", "models"])
+    assert only.exit_code == 0 and all(line.startswith(("models", " ")) for line in only.output.splitlines())
+    typo = CliRunner().invoke(main, ["params", "show", "modles"])
+    assert typo.exit_code == 2 and "did you mean 'models'" in typo.output

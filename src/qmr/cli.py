@@ -499,13 +499,27 @@ def params_preset(name, out, root):
 
 
 @params.command("show")
-def params_show():
-    """List every params key with its type and meaning."""
+@click.argument("prefix", required=False, default="")
+@click.option("--width", default=100, show_default=True, help="wrap lines at this width")
+def params_show(prefix, width):
+    """List every params key (those under PREFIX, e.g. `models` or `restore.`) with its type, default
+    and meaning, including the fields of each model, benchmark, variant, judge and endpoint entry
+    (`models.<name>.*`, `quantize.variants.<slug>.*`, ...). Nothing is cut: long lines wrap."""
+    import textwrap
+
     from qmr.config import describe
     from qmr.params import Params
 
-    for key, tp, help_ in describe(Params):
-        click.echo(f"{key:45s} {tp[:40]:40s} {help_}")
+    rows = [r for r in describe(Params) if r[0].startswith(prefix)]
+    if not rows:
+        from qmr.errors import UserError, did_you_mean
+
+        raise UserError(f"no params key starts with {prefix!r}" + did_you_mean(prefix, [r[0] for r in describe(Params)]))
+    for key, tp, default, help_ in rows:
+        head = f"{key}: {tp}" + (f" (default: {default})" if default else "")
+        click.echo(textwrap.fill(head, width, subsequent_indent="      ", break_on_hyphens=False))
+        if help_:
+            click.echo(textwrap.fill(help_, width, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False))
 
 
 if __name__ == "__main__":

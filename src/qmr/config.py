@@ -214,17 +214,46 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
-def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted key, type, help) rows for documentation and ``qmr params``."""
+def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, help) rows for documentation and ``qmr params show``: every key,
+    including the fields of each per-item section (a ``dict[str, <dataclass>]`` such as ``models``
+    gives a row for the section and rows ``models.<name>.<field>`` for the item's fields)."""
     rows = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         key = f"{prefix}{f.name}"
-        rows.append((key, _type_name(tp), f.metadata.get("help", "")))
+        help_ = f.metadata.get("help", "")
         if dataclasses.is_dataclass(tp):
+            rows.append((key, "a section", "", help_))
             rows.extend(describe(tp, key + "."))
+            continue
+        item = get_args(tp)[1] if get_origin(tp) is dict and get_args(tp) else None
+        if item is not None and dataclasses.is_dataclass(item):
+            placeholder = "<slug>" if f.name == "variants" else "<name>"
+            rows.append((key, f"a mapping of name -> {item.__name__} (fields: {key}.{placeholder}.*)", _show_default(f), help_))
+            rows.extend(describe(item, f"{key}.{placeholder}."))
+            continue
+        ge, le = f.metadata.get("ge"), f.metadata.get("le")
+        bounds = " and ".join(f"{op} {b:g}" if isinstance(b, float) else f"{op} {b}" for op, b in ((">=", ge), ("<=", le)) if b is not None)
+        rows.append((key, _type_name(tp) + (f", {bounds}" if bounds else ""), _show_default(f), help_))
     return rows
+
+
+def _show_default(f: dataclasses.Field) -> str:
+    """A field's default as YAML would spell it ('' when it has none)."""
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        value = f.default_factory()  # type: ignore[misc]
+    elif f.default is not dataclasses.MISSING:
+        value = f.default
+    else:
+        return "(required)"
+    if dataclasses.is_dataclass(value):
+        return ""
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text[:-4].strip() if text.endswith("\n...") else text.removesuffix("...").strip()
 
 
 def to_dict(obj: Any) -> Any:
