@@ -211,7 +211,8 @@ def load_benchmark(spec, name: str) -> list[dict]:
             import datasets
         except ImportError:
             raise DataFileError("benchmarks: source 'hub' needs the `datasets` package: pip install 'qmr[hub]'") from None
-        ds = datasets.load_dataset(spec.hub_id, spec.subset, revision=spec.revision, split=spec.split)
+        extra = {"data_files": spec.data_files} if getattr(spec, "data_files", None) else {}
+        ds = datasets.load_dataset(spec.hub_id, spec.subset, revision=spec.revision, split=spec.split, **extra)
         rows, where = [dict(r) for r in ds], f"{spec.hub_id}@{spec.revision}"
     else:
         path = Path(spec.path)

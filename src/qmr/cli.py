@@ -464,38 +464,99 @@ def params_check(ctx, path):
 
 
 @params.command("preset")
-@click.argument("name")
+@click.argument("name", required=False)
 @click.option("-o", "--out", default="-", show_default=True, help="write the composed params here (- = stdout)")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="override one key of the composed params (dotted; model names keep their dots; the value is "
+              "YAML), e.g. --set benchmarks.aime.size=30 (repeatable)")
+@click.option("--smoke", is_flag=True, help="cap every benchmark at a few problems and every training stage at a few "
+              "steps: the whole DAG in minutes, as a check before the real run")
+@click.option("--list", "list_", is_flag=True, help="list the presets (name, hub id, size) and exit")
 @click.option("--presets", "root", default="presets", show_default=True, type=click.Path(file_okay=False), help="presets folder")
-def params_preset(name, out, root):
+def params_preset(name, out, sets, smoke, list_, root):
     """Compose the real-model preset NAME (presets/models/NAME.yaml), validate it, write it.
 
+    Composing needs no file on disk (every benchmark loads from the hub, pinned by id and commit);
+    `qmr params check` and `qmr prepare` then check that any local path you --set exists.
+    Nothing is written when the result is invalid (exit 2, one line per problem).
+
     \b
-    Example, on a GPU machine with hub access:
-      qmr params preset qwen2.5-1.5b-instruct -o params.yaml && dvc repro
+    Examples, on a GPU machine with hub access:
+      qmr params preset --list
+      qmr params preset qwen2.5-1.5b-instruct --smoke -o params.yaml && dvc repro   # minutes: a check
+      qmr params preset qwen2.5-1.5b-instruct -o params.yaml && dvc repro           # the real run
+      qmr params preset llama-3.1-8b-instruct --set models.llama-3.1-8b-instruct.source=local \\
+          --set models.llama-3.1-8b-instruct.path=/models/llama8b -o params.yaml
     """
-    import tempfile
     from pathlib import Path
 
     from qmr.config import ConfigError
     from qmr.errors import UserError
     from qmr.io import write_text
-    from qmr.params import load_params
-    from qmr.presets import compose, dump
+    from qmr.params import validate
+    from qmr.presets import apply_sets, available, compose, dump, listing
+    from qmr.presets import smoke as smoked
 
-    text = dump(compose(name, Path(root)), name)
-    with tempfile.TemporaryDirectory() as tmp:
-        check = Path(tmp) / f"{name}.yaml"
-        check.write_text(text, encoding="utf-8")
-        try:
-            load_params(check)
-        except ConfigError as exc:  # name the preset, not the temporary file
-            raise UserError(str(exc).replace(str(check), f"preset {name}")) from None
+    if list_:
+        click.echo("\n".join(listing(Path(root))) or f"no presets under {Path(root) / 'models'}")
+        return
+    if not name:
+        raise UserError(f"preset: a NAME is needed; allowed: {', '.join(available(Path(root)))} (or --list)")
+    params = compose(name, Path(root))
+    if smoke:
+        params = smoked(params)
+    params = apply_sets(params, sets)
+    try:
+        validate(params, source=f"preset {name}", check_paths=False)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    text = dump(params, name, sets, smoke)
     if out == "-":
         click.echo(text, nl=False)
     else:
         write_text(Path(out), text)
-        click.echo(f"{out}: preset {name} (validated)", err=True)
+        click.echo(f"{out}: preset {name}{' (smoke)' if smoke else ''} (validated; `qmr params check` also checks local paths)", err=True)
+
+
+@params.command("smoke")
+@click.option("-o", "--out", default="-", show_default=True, help="write the smoked params here (- = stdout)")
+@click.option("--exp-args", is_flag=True, help="print only the `-S key=value` overrides, for `dvc exp run`")
+@click.pass_context
+def params_smoke(ctx, out, exp_args):
+    """The params file of the global --params option (default params.yaml), capped for a smoke run: every
+    benchmark at a few problems, every training stage at a few steps, short generations (the same caps
+    as `qmr params preset NAME --smoke`). Validated before anything is written.
+
+    \b
+    As a DVC experiment in a temporary copy (the workspace is left as it is):
+      dvc exp run --temp -n smoke $(qmr params smoke --exp-args)
+    """
+    from pathlib import Path
+
+    from qmr.config import load_yaml
+    from qmr.io import write_text
+    from qmr.params import load_params, validate
+    from qmr.presets import exp_args as overrides
+    from qmr.presets import smoke
+
+    path = ctx.obj["params"]
+    load_params(path)  # the file itself is valid first
+    raw = load_yaml(Path(path).read_text(encoding="utf-8"), path)
+    smoked = smoke(raw)
+    validate(smoked, source=f"{path} (smoked)")
+    if exp_args:
+        import shlex
+
+        click.echo(" ".join(shlex.quote(a) for a in overrides(raw, smoked)))
+        return
+    import yaml
+
+    text = f"# `qmr --params {path} params smoke`: {path} capped for a smoke run\n" + yaml.safe_dump(smoked, sort_keys=False)
+    if out == "-":
+        click.echo(text, nl=False)
+    else:
+        write_text(Path(out), text)
+        click.echo(f"{out}: {path} capped for a smoke run (validated)", err=True)
 
 
 @params.command("show")

@@ -10,6 +10,7 @@ returning more problems. Field docstrings live in ``metadata={"help": ...}`` and
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import types
 import typing
@@ -17,6 +18,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
 from qmr.errors import UserError, did_you_mean
+
+# Whether validation also requires every local file or directory named by the params to exist. On for
+# `qmr params check` and every stage; off while composing a preset (`qmr params preset`), which must work
+# on a machine that has not fetched anything yet.
+CHECK_PATHS: contextvars.ContextVar[bool] = contextvars.ContextVar("qmr_check_paths", default=True)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from qmr import paths
-from qmr.config import Problem, field
+from qmr.config import CHECK_PATHS, Problem, field
 from qmr.errors import UserError
 
 
@@ -44,8 +44,9 @@ class ModelSpec:
         if self.source == "local":
             if not self.path:
                 out.append(Problem(f"{key}.path", self.path, "a local model directory when source is 'local'"))
-            elif not Path(self.path).is_dir():
-                out.append(Problem(f"{key}.path", self.path, "an existing directory (not found)"))
+            elif CHECK_PATHS.get() and not Path(self.path).is_dir():
+                out.append(Problem(f"{key}.path", self.path, "an existing Hugging Face model directory (not found; "
+                                   "or source: hub with hub_id and revision)"))
         return out
 
 

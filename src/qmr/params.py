@@ -14,7 +14,16 @@ from typing import Literal
 
 from qmr.align import AlignConfig
 from qmr.benchmarks import FORMATS
-from qmr.config import MAX_YAML_BYTES, SEED_MAX, ConfigError, Problem, field, from_dict, load_yaml
+from qmr.config import (
+    CHECK_PATHS,
+    MAX_YAML_BYTES,
+    SEED_MAX,
+    ConfigError,
+    Problem,
+    field,
+    from_dict,
+    load_yaml,
+)
 from qmr.endpoints import EndpointSpec
 from qmr.errors import did_you_mean
 from qmr.generation.base import GenerateConfig
@@ -29,6 +38,9 @@ from qmr.toy.problems import ToyDataConfig
 from qmr.toy.train import ToyModelConfig
 
 TOY_SPLITS = ("train", "mine", "test")
+
+WHERE_TO_GET = ("or load it from the hub: source: hub with hub_id and revision; README, 'Real models', "
+                "lists each preset benchmark's pinned hub copy")  # fmt: skip
 
 
 @dataclass
@@ -45,7 +57,10 @@ class BenchmarkSpec:
     families: list[str] | None = field(None, help="toy: problem families to draw from (null = all)")
     hub_id: str | None = field(None, help="hub dataset id (source: hub)")
     subset: str | None = field(None, help="hub dataset configuration name (source: hub)")
-    revision: str | None = field(None, help="hub dataset revision to pin (source: hub)")
+    revision: str | None = field(None, help="hub dataset revision to pin (source: hub): a commit SHA")
+    data_files: str | list[str] | None = field(
+        None, help="hub: file(s) of the dataset repository to read (null = the split's files as the dataset card "
+        "declares them), e.g. one phase of PRM800K")
 
     def check(self, key: str) -> list[Problem]:
         out = []
@@ -67,8 +82,8 @@ class BenchmarkSpec:
         if self.source == "local":
             if not self.path:
                 out.append(Problem(f"{key}.path", self.path, "a file path when source is 'local'"))
-            elif not Path(self.path).exists():
-                out.append(Problem(f"{key}.path", self.path, "an existing file (not found)"))
+            elif CHECK_PATHS.get() and not Path(self.path).exists():
+                out.append(Problem(f"{key}.path", self.path, f"an existing file or folder (not found; {WHERE_TO_GET})"))
         return out
 
 
@@ -270,13 +285,23 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     raw = load_yaml(text, str(path))
     if raw is None:
         raise ConfigError([Problem("<file>", str(path), "a YAML mapping of sections (the file is empty)")], source=str(path))
+    return validate(raw, str(path))
+
+
+def validate(raw, source: str = "params.yaml", check_paths: bool = True) -> Params:
+    """The whole params dict ``raw`` (as read from ``source``) checked and typed; ``ConfigError`` listing
+    every problem. ``check_paths=False`` skips only the existence of local files and directories."""
     problems: list[Problem] = []
     if isinstance(raw, dict):  # a section left out would silently take the code's defaults, which differ
         import dataclasses  # from the documented default file: every section is spelt out
 
         problems += [Problem(f.name, "<missing>", "the section, as in the default params.yaml (`qmr params show` lists "
                              "every key)") for f in dataclasses.fields(Params) if f.name not in raw]  # fmt: skip
-    params = from_dict(Params, raw, "", problems)
+    token = CHECK_PATHS.set(check_paths)
+    try:
+        params = from_dict(Params, raw, "", problems)
+    finally:
+        CHECK_PATHS.reset(token)
     if problems:
-        raise ConfigError(problems, source=str(path))
+        raise ConfigError(problems, source=source)
     return params
