@@ -11,13 +11,25 @@ export DO_NOT_TRACK := 1
 
 env: $(VENV)/.installed
 
-# torch first (the CPU build), then everything else pinned by requirements.lock, which also pins
-# torch==2.13.0 so pip never swaps in a CUDA build.
+# torch first, then everything else pinned by requirements.lock. TORCH=auto (default) keeps a torch that
+# is already importable in $(VENV) (the CUDA build you installed for your GPU) and pins the rest around
+# it; without one it installs TORCH_SPEC (the CPU build of torch 2.13, which the lock also pins, so pip
+# never swaps in a CUDA build). TORCH=cpu installs TORCH_SPEC whatever is there. Off this workplace,
+# point pip at the CPU wheels: TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu'.
+TORCH ?= auto
+TORCH_SPEC ?= torch==2.13.0
+
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	@if [ "$(TORCH)" != auto ] || ! $(PY) -c 'import torch' 2>/dev/null; then \
+	  echo "make: installing $(TORCH_SPEC)"; $(PY) -m pip install -q $(TORCH_SPEC); \
+	  cp requirements.lock $(VENV)/constraints.txt; \
+	else \
+	  echo "make: keeping the installed torch $$($(PY) -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda)')"; \
+	  grep -v '^torch==' requirements.lock > $(VENV)/constraints.txt; \
+	fi
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e '.[dev]'
 	touch $@
 
 repro: env
