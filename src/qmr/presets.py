@@ -8,7 +8,8 @@ loads from the dataset hub, pinned by id and commit, so composing needs no file 
 
 ``apply_sets`` overrides keys of a composed dict (``qmr params preset NAME --set key=value``);
 ``smoke`` caps every benchmark, training stage and generation so the whole DAG runs in minutes
-(``--smoke``; the same function makes ``presets/smoke.yaml`` for the toy default).
+(``--smoke``; ``qmr params smoke`` applies it to any params file, e.g. the toy default, or prints it
+as ``dvc exp run -S`` overrides via ``exp_args``).
 """
 
 from __future__ import annotations
