@@ -212,7 +212,10 @@ def load_benchmark(spec, name: str) -> list[dict]:
         except ImportError:
             raise DataFileError("benchmarks: source 'hub' needs the `datasets` package: pip install 'qmr[hub]'") from None
         extra = {"data_files": spec.data_files} if getattr(spec, "data_files", None) else {}
-        ds = datasets.load_dataset(spec.hub_id, spec.subset, revision=spec.revision, split=spec.split, **extra)
+        from qmr.hub import hub_errors
+
+        with hub_errors(f"benchmarks.{name}", spec.hub_id, spec.revision, "dataset"):
+            ds = datasets.load_dataset(spec.hub_id, spec.subset, revision=spec.revision, split=spec.split, **extra)
         rows, where = [dict(r) for r in ds], f"{spec.hub_id}@{spec.revision}"
     else:
         path = Path(spec.path)

@@ -49,8 +49,13 @@ def _run_stage(ctx: click.Context, stage: str, **kwargs) -> None:
         importlib.import_module(f"qmr.stages.{stage}").run(params, **kwargs)
     except (UserError, FileNotFoundError, SystemExit, KeyboardInterrupt):
         raise
-    except Exception:  # a bug: its traceback in the log, exit 1
-        logging.getLogger("qmr").exception("qmr %s failed", stage)
+    except Exception as exc:
+        from qmr.hub import describe_any
+
+        line = describe_any(exc)  # the hub unreachable, gated, a missing revision: one line, exit 2
+        if line is not None:
+            raise UserError(line) from None
+        logging.getLogger("qmr").exception("qmr %s failed", stage)  # a bug: its traceback in the log, exit 1
         sys.exit(1)
     finally:
         _log_stage(stage, kwargs, time.perf_counter() - started)

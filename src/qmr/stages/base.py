@@ -30,6 +30,12 @@ def run(params, model: str) -> None:
         return
     # hub / local: a pointer (the local folder's identity inside, so a rebuilt folder changes this output)
     if spec.source == "hub":
+        from qmr.errors import UserError
+        from qmr.hub import probe
+
+        problem = probe(f"models.{model}", spec.hub_id, spec.revision, "model")  # before any download or GPU work
+        if problem:
+            raise UserError(problem)
         write_pointer(out, spec.hub_id, spec.revision)
         info = {"source": "hub", "hub_id": spec.hub_id, "revision": spec.revision}
     else:

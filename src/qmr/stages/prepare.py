@@ -29,6 +29,13 @@ def _toy_records(spec, seed: int, cfg, exclude: set[str], name: str) -> list[dic
 
 
 def run(params) -> None:
+    hub = {name: spec for name, spec in params.benchmarks.items() if spec.source == "hub"}
+    if hub:  # ask the hub about every dataset first (metadata, seconds): one line per problem, nothing loaded
+        from qmr.hub import probe
+
+        problems = [p for name, spec in hub.items() if (p := probe(f"benchmarks.{name}", spec.hub_id, spec.revision, "dataset"))]
+        if problems:
+            raise UserError("\n".join(problems))
     built: dict[str, list[dict]] = {}
     eval_ids: dict[str, str] = {}  # id -> the eval benchmark that holds it
     for name, spec in params.benchmarks.items():
