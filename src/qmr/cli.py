@@ -457,15 +457,37 @@ def params():
 
 @params.command("check")
 @click.argument("path", required=False)
+@click.option("--preflight", is_flag=True, help="also check what would stop the DAG late: API-key variables of every endpoint it "
+              "calls (and that each answers), extras, a GPU where required, hub ids and revisions; then print the plan")
+@click.option("--no-reach", is_flag=True, help="with --preflight: check that key variables are set, but do not call the endpoints")
 @click.pass_context
-def params_check(ctx, path):
+def params_check(ctx, path, preflight, no_reach):
     """Validate PATH (default: the file of the global --params option) against the schema, including
-    that every local file or directory it names exists; exit 2 listing every problem."""
+    that every local file or directory it names exists; exit 2 listing every problem.
+
+    With --preflight, also everything a `dvc repro` would otherwise find late (after hours of
+    generation), without downloading weights: see qmr.preflight.
+    """
     from qmr.params import load_params
 
     path = path or ctx.obj["params"]
-    load_params(path)
-    click.echo(f"{path}: ok")
+    params = load_params(path)
+    if not preflight:
+        click.echo(f"{path}: ok")
+        return
+    from qmr.errors import UserError
+    from qmr.preflight import plan
+    from qmr.preflight import preflight as run_preflight
+
+    problems, lines = run_preflight(params, reach=not no_reach)
+    if problems:
+        raise UserError(f"{path}: preflight found {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+    click.echo(f"{path}: ok; preflight passed")
+    for line in lines:
+        click.echo(f"  {line}")
+    click.echo("plan (dvc repro):")
+    for line in plan():
+        click.echo(line)
 
 
 @params.command("preset")
