@@ -28,3 +28,28 @@ def build_prompt(question: str, style: PromptStyle = "plain", tokenizer=None) ->
         raise UserError("models.<model>.prompt_style: got 'chat' for a tokenizer without a chat template; allowed: 'plain', or a model whose tokenizer has one")
     messages = [{"role": "user", "content": f"{INSTRUCTION}\n\n{question}"}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def adds_bos(tokenizer) -> bool:
+    """True when ``tokenizer`` prepends its BOS token to every text it encodes (Llama-3, the toy)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    with_specials = tokenizer("a", add_special_tokens=True)["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    return bool(with_specials) and with_specials[0] == bos and plain[:1] != [bos]
+
+
+def strip_bos(texts: list[str], tokenizer) -> list[str]:
+    """``texts`` ready to be encoded with special tokens: exactly one BOS in the result.
+
+    A chat template may write the BOS itself (Llama-3's ``{{ bos_token }}``) while the tokenizer also
+    prepends one to whatever it encodes, so encoding a templated prompt with special tokens — as the
+    generation backend, trl's SFT/DPO trainers and the calibration set do — would start it with two.
+    The leading BOS text is removed where the tokenizer adds one itself; texts without one (the toy's
+    plain prompts, Qwen2's templates) and tokenizers that add none are returned as they are.
+    """
+    bos = getattr(tokenizer, "bos_token", None)
+    if not bos or not any(t.startswith(bos) for t in texts) or not adds_bos(tokenizer):
+        return list(texts)
+    return [t[len(bos) :] if t.startswith(bos) else t for t in texts]

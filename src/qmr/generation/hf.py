@@ -57,6 +57,8 @@ class TransformersBackend:
         import torch
         from tqdm.auto import tqdm
 
+        from qmr.prompts import strip_bos
+
         tok = self.tokenizer
         # Longest first: padding waste stays small and the first batch shows the peak memory.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -72,7 +74,8 @@ class TransformersBackend:
                     results[i] = list(comps)
                 bar.update(len(idx))
                 continue
-            batch = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=True)
+            texts = strip_bos([prompts[i] for i in idx], tok)  # a templated BOS + the tokenizer's = two
+            batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=True)
             batch = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
             torch.manual_seed(seed + start)
             t0 = time.perf_counter()

@@ -151,10 +151,12 @@ def linear_weight_bytes(model: Any) -> dict[str, Any]:
 def _calibration_dataset(tokenizer: Any, texts: list[str], max_length: int) -> Any:
     from datasets import Dataset
 
+    from qmr.prompts import strip_bos
+
     texts = [t for t in texts if t and t.strip()]
     if not texts:
         raise ValueError("calibration_texts: got no non-empty text; allowed: a non-empty list of strings")
-    enc = tokenizer(texts, truncation=True, max_length=max_length)
+    enc = tokenizer(strip_bos(texts, tokenizer), truncation=True, max_length=max_length)  # one BOS, not two
     return Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
 
 

@@ -223,6 +223,11 @@ def _build_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, output
         task_type="CAUSAL_LM",
     )
     args = _trainer_args(cfg, output_dir, checkpointing)
+    # trl encodes the prompt text with special tokens: a chat template's own BOS would make it two.
+    from qmr.prompts import strip_bos
+
+    prompts = strip_bos([p["prompt"] for p in pairs], tok)
+    pairs = [{**p, "prompt": prompt} for p, prompt in zip(pairs, prompts, strict=True)]
     trainer = OBJECTIVES.load(cfg.objective, "restore.objective")(model, tok, pairs, cfg, args, lora)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
