@@ -13,6 +13,7 @@ bf16/fp16 on CUDA) and gradient checkpointing on CUDA only.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,56 @@ def test_plain_prompts_keep_the_toy_encoding():
     texts = [build_prompt("Tom has 3 apples. How many?")]
     assert strip_bos(texts, tok) == texts
     assert tok(strip_bos(texts, tok))["input_ids"] == tok(texts)["input_ids"]
+
+
+# --------------------------------------------------------------------------------------------------
+# written checkpoints: use_cache stays on
+# --------------------------------------------------------------------------------------------------
+
+
+def _assert_cache_on(out: Path) -> None:
+    config = json.loads((out / "config.json").read_text())
+    assert config.get("use_cache") is True, config.get("use_cache")
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation.get("use_cache", True) is True
+
+
+def test_aligned_checkpoint_keeps_use_cache(stand_ins, tmp_path):
+    """The trainer switches the KV cache off (config.use_cache = False) while training; the merged
+    checkpoint `align` writes has it on again."""
+    from qmr.align import AlignConfig, build_examples, train_align
+
+    records = [{"id": f"r{i}", "question": q, "answer": "7", "solution": "3 + 4 = 7"} for i, q in enumerate(QUESTIONS)]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(stand_ins["llama"])
+    examples, _ = build_examples(records, lambda q: build_prompt(q, "chat", tok))
+    cfg = AlignConfig(method="lora_sft", max_steps=1, batch_size=2, lora_r=2, lora_alpha=4, checkpoint_steps=0)
+    train_align(stand_ins["llama"], examples, cfg, tmp_path / "aligned", threads=1)
+    _assert_cache_on(tmp_path / "aligned")
+
+
+def test_merged_restored_checkpoint_keeps_use_cache(stand_ins, tmp_path):
+    from qmr.restore.train import RestoreConfig, merge_adapter, train_restore
+
+    tok = _tokenizer("llama")
+    cfg = RestoreConfig(objective="sft", max_steps=1, batch_size=2, lora_r=2, lora_alpha=4, checkpoint_steps=0)
+    train_restore(stand_ins["llama"], _pairs(tok), cfg, tmp_path / "restored", threads=1)
+    _assert_cache_on(merge_adapter(tmp_path / "restored", tmp_path / "merged"))
+
+
+def test_quantized_checkpoint_keeps_use_cache(stand_ins, tmp_path):
+    """A source written with the cache off (an aligned checkpoint from before this was fixed) is
+    quantized into a checkpoint with it on."""
+    import shutil
+
+    from qmr.quant.run import quantize_checkpoint
+    from qmr.quant.spec import QuantSpec
+
+    source = tmp_path / "source"
+    shutil.copytree(stand_ins["llama"], source)
+    config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps({**config, "use_cache": False}))
+    spec = QuantSpec(method="rtn", bits=4, group_size=32, symmetric=True)
+    quantize_checkpoint(source, tmp_path / "q", spec, [SOLUTION] * 4, max_length=64, seed=0)
+    _assert_cache_on(tmp_path / "q")

@@ -123,6 +123,7 @@ def train_align(
     ``checkpoint_dir``/``identity``: resumable trainer checkpoints, as in `qmr.restore.train.train_adapter`."""
     import torch
 
+    from qmr.checkpoints import enable_kv_cache
     from qmr.determinism import set_determinism
     from qmr.quant.load import load_model
     from qmr.restore.train import train_adapter
@@ -142,6 +143,7 @@ def train_align(
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(str(out_dir), safe_serialization=True)
     tok.save_pretrained(str(out_dir))
+    enable_kv_cache(out_dir)  # the trainer switched it off in the config
     record = {"base": str(base), "examples": len(examples), "config": asdict(cfg), "threads": threads, **summary}
     write_json(out_dir / ALIGN_JSON, record)
     write_json(out_dir / "train_log.json", rows)

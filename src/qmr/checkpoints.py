@@ -86,3 +86,19 @@ def checkpoint_identity(path: str | None) -> list | None:
     if not root.is_dir():
         return [resolved, revision]
     return [[str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(root.rglob("*")) if f.is_file()]
+
+
+
+def enable_kv_cache(directory: str | Path) -> None:
+    """Switch the KV cache back on in a checkpoint just written to ``directory`` (``config.json`` and,
+    where present, ``generation_config.json``). Trainers turn it off (transformers' ``Trainer`` sets
+    ``config.use_cache = args.use_cache``, False) and llmcompressor re-saves the *source's* config.json,
+    so a checkpoint would otherwise carry ``use_cache: false`` on into every later stage."""
+    for name in ("config.json", "generation_config.json"):
+        path = Path(directory) / name
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("use_cache", True) is not True or name == "config.json" and "use_cache" not in data:
+            data["use_cache"] = True
+            path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

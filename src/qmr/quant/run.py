@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from qmr.checkpoints import POINTER_FILE, resolve_model_path, write_pointer
+from qmr.checkpoints import POINTER_FILE, enable_kv_cache, resolve_model_path, write_pointer
 from qmr.errors import UserError
 from qmr.quant.load import read_quantization_config
 from qmr.quant.spec import POINTER_METHODS, QuantSpec, scheme_name
@@ -240,6 +240,7 @@ def quantize_checkpoint(
         if not (tmp / "recipe.yaml").exists():
             raise RuntimeError(f"llmcompressor did not write recipe.yaml into {tmp}")
         _plain_recipe_yaml(tmp / "recipe.yaml")
+        enable_kv_cache(tmp)  # llmcompressor re-saves the source's config.json: an aligned model's is off
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -451,6 +451,9 @@ def merge_adapter(restored_dir: str | Path, out_dir: str | Path, base: str | Pat
     clean.generation_config = model.generation_config
     clean.save_pretrained(str(out_dir))
     tok.save_pretrained(str(out_dir))
+    from qmr.checkpoints import enable_kv_cache
+
+    enable_kv_cache(out_dir)
     return out_dir
 
 
