@@ -84,3 +84,26 @@ def test_gptq_on_cuda_stays_on_grid(toy_checkpoints, tmp_path):
     for row in w[:8]:
         for group in row.view(-1, 32):
             assert len(torch.unique(group)) <= 8
+
+
+def test_cuda_dtype_and_gradient_checkpointing(toy_checkpoints, tmp_path):
+    """With CUDA: the quantized checkpoint is written in bf16 (fp16 without bf16 support), restore
+    trains a LoRA adapter on a bf16 base with gradient checkpointing, and records the dtype."""
+    import json
+
+    from qmr.quant.load import compute_dtype, dtype_name
+    from qmr.restore.train import RestoreConfig, _build_trainer, load_base, train_restore
+
+    want = dtype_name(compute_dtype("cuda"))
+    _, qdir = toy_checkpoints
+    assert json.loads((qdir / "config.json").read_text())["dtype"] == want
+    pairs = [{"id": r["id"], "prompt": build_prompt(r["question"]), "chosen": r["solution"], "rejected": "The answer is 0."}
+             for r in generate_split("mine", 8, seed=0)]  # fmt: skip
+    cfg = RestoreConfig(objective="dpo", max_steps=2, batch_size=2, grad_accum=2, checkpoint_steps=0)
+    record = train_restore(qdir, pairs, cfg, tmp_path / "restored", threads=2)
+    assert record["trained"] and record["dtype"] == want
+    model, tok = load_base(qdir)
+    assert str(model.dtype) == f"torch.{want}"
+    trainer = _build_trainer(model, tok, pairs, cfg, str(tmp_path / "t"))
+    assert trainer.args.gradient_checkpointing and trainer.model.is_gradient_checkpointing
+    assert trainer.args.bf16 == (want == "bfloat16") and trainer.args.fp16 == (want == "float16")

@@ -251,17 +251,24 @@ def test_aligned_checkpoint_keeps_use_cache(stand_ins, tmp_path):
 
 
 def test_merged_restored_checkpoint_keeps_use_cache(stand_ins, tmp_path):
-    from qmr.restore.train import RestoreConfig, merge_adapter, train_restore
+    import torch
+
+    from qmr.restore.train import RestoreConfig, load_restored, merge_adapter, train_restore
 
     tok = _tokenizer("llama")
     cfg = RestoreConfig(objective="sft", max_steps=1, batch_size=2, lora_r=2, lora_alpha=4, checkpoint_steps=0)
-    train_restore(stand_ins["llama"], _pairs(tok), cfg, tmp_path / "restored", threads=1)
+    record = train_restore(stand_ins["llama"], _pairs(tok), cfg, tmp_path / "restored", threads=1)
     _assert_cache_on(merge_adapter(tmp_path / "restored", tmp_path / "merged"))
+    # the CPU path is unchanged: the restored model's base is float32, and restore.json says so
+    assert record["dtype"] == "float32"
+    model, _ = load_restored(tmp_path / "restored")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
-def test_quantized_checkpoint_keeps_use_cache(stand_ins, tmp_path):
+def test_quantized_checkpoint_keeps_use_cache_and_records_its_dtype(stand_ins, tmp_path):
     """A source written with the cache off (an aligned checkpoint from before this was fixed) is
-    quantized into a checkpoint with it on."""
+    quantized into a checkpoint with it on. On CPU the checkpoint is written in float32 (the toy's
+    numbers), and the stats say so."""
     import shutil
 
     from qmr.quant.run import quantize_checkpoint
@@ -272,5 +279,59 @@ def test_quantized_checkpoint_keeps_use_cache(stand_ins, tmp_path):
     config = json.loads((source / "config.json").read_text())
     (source / "config.json").write_text(json.dumps({**config, "use_cache": False}))
     spec = QuantSpec(method="rtn", bits=4, group_size=32, symmetric=True)
-    quantize_checkpoint(source, tmp_path / "q", spec, [SOLUTION] * 4, max_length=64, seed=0)
+    stats = quantize_checkpoint(source, tmp_path / "q", spec, [SOLUTION] * 4, max_length=64, seed=0)
     _assert_cache_on(tmp_path / "q")
+    assert stats["dtype"] == "float32"
+    assert json.loads((tmp_path / "q" / "config.json").read_text())["dtype"] == "float32"
+
+
+# --------------------------------------------------------------------------------------------------
+# dtype and memory knobs by device
+# --------------------------------------------------------------------------------------------------
+
+
+def test_compute_dtype_by_device(stand_ins):
+    """float32 on CPU; bf16 on CUDA, fp16 on a GPU without bf16. Generation on CPU runs in float32."""
+    import torch
+
+    from qmr.generation.hf import TransformersBackend
+    from qmr.quant.load import compute_dtype, dtype_name
+
+    assert compute_dtype("cpu") == torch.float32
+    assert compute_dtype("cuda", bf16_supported=True) == torch.bfloat16
+    assert compute_dtype("cuda:0", bf16_supported=False) == torch.float16
+    assert dtype_name(torch.bfloat16) == "bfloat16"
+    backend = TransformersBackend(str(stand_ins["qwen2"]), device="cpu")
+    assert backend.dtype == torch.float32 and {p.dtype for p in backend.model.parameters()} == {torch.float32}
+
+
+def test_trainer_arguments_by_device(tmp_path):
+    """CUDA: mixed precision and gradient checkpointing (auto); CPU: float32, no checkpointing — set
+    explicitly, since trl's own configs default gradient_checkpointing to True."""
+    from trl import SFTConfig
+
+    from qmr.align import AlignConfig
+    from qmr.restore.train import RestoreConfig, _trainer_args
+
+    cuda = _trainer_args(RestoreConfig(), str(tmp_path), device="cuda")
+    assert cuda["gradient_checkpointing"] is True and cuda["use_cpu"] is False
+    assert cuda["bf16"] != cuda["fp16"]  # exactly one: bf16, or fp16 where the GPU lacks bf16
+    assert cuda["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
+    assert _trainer_args(RestoreConfig(gradient_checkpointing=False), str(tmp_path), device="cuda")["gradient_checkpointing"] is False
+    align_cuda = _trainer_args(AlignConfig(method="lora_sft").trainer_config(), str(tmp_path), device="cuda")
+    assert align_cuda["gradient_checkpointing"] is True
+    cpu = _trainer_args(RestoreConfig(), str(tmp_path), device="cpu")
+    assert (cpu["gradient_checkpointing"], cpu["bf16"], cpu["fp16"], cpu["use_cpu"]) == (False, False, False, True)
+    assert "gradient_checkpointing_kwargs" not in cpu
+    assert SFTConfig(**cpu).gradient_checkpointing is False
+    assert _trainer_args(RestoreConfig(gradient_checkpointing=True), str(tmp_path), device="cpu")["gradient_checkpointing"] is True
+
+
+def test_gradient_checkpointing_param_validates():
+    from qmr.config import ConfigError, from_dict
+    from qmr.restore.train import RestoreConfig
+
+    assert from_dict(RestoreConfig, {"gradient_checkpointing": True}).gradient_checkpointing is True
+    assert from_dict(RestoreConfig, {}).gradient_checkpointing == "auto"
+    with pytest.raises(ConfigError, match="gradient_checkpointing"):
+        from_dict(RestoreConfig, {"gradient_checkpointing": "sometimes"})

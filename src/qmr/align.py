@@ -63,6 +63,9 @@ class AlignConfig:
     max_length: int = field(512, help="tokens of prompt + solution kept")
     seed: int = field(0, help="seed of the adapter init and the batch order", ge=0, le=SEED_MAX)
     checkpoint_steps: int = field(50, help="optimizer steps between resumable checkpoints under .qmr-cache/ (0 = none)")
+    gradient_checkpointing: bool | Literal["auto"] = field(
+        "auto", help="recompute activations in the backward pass (memory for time); auto = on with CUDA, off on CPU"
+    )
 
     def check(self, key: str = "") -> list[Problem]:
         p = f"{key}." if key else ""
@@ -77,7 +80,8 @@ class AlignConfig:
     def trainer_config(self) -> RestoreConfig:
         """The same knobs as the restore trainer's, with the SFT objective."""
         names = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate", "lr_scheduler", "warmup_ratio",
-                 "batch_size", "grad_accum", "epochs", "max_steps", "max_length", "seed", "checkpoint_steps")  # fmt: skip
+                 "batch_size", "grad_accum", "epochs", "max_steps", "max_length", "seed", "checkpoint_steps",
+                 "gradient_checkpointing")  # fmt: skip
         return RestoreConfig(objective="sft", **{n: getattr(self, n) for n in names})
 
 
@@ -125,7 +129,7 @@ def train_align(
 
     from qmr.checkpoints import enable_kv_cache
     from qmr.determinism import set_determinism
-    from qmr.quant.load import load_model
+    from qmr.quant.load import compute_dtype, dtype_name, load_model
     from qmr.restore.train import train_adapter
 
     if not examples:
@@ -133,7 +137,8 @@ def train_align(
     out_dir = Path(out_dir)
     set_determinism(cfg.seed, threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tok = load_model(str(base), device=device, dequantize=True)
+    # float32 on CPU (the toy's numbers), bf16 on CUDA (fp16 without bf16): the trainer autocasts to match
+    model, tok = load_model(str(base), device=device, dequantize=True, dtype=compute_dtype(device))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     t0 = time.perf_counter()
@@ -144,7 +149,8 @@ def train_align(
     merged.save_pretrained(str(out_dir), safe_serialization=True)
     tok.save_pretrained(str(out_dir))
     enable_kv_cache(out_dir)  # the trainer switched it off in the config
-    record = {"base": str(base), "examples": len(examples), "config": asdict(cfg), "threads": threads, **summary}
+    record = {"base": str(base), "examples": len(examples), "config": asdict(cfg), "threads": threads,
+              "dtype": dtype_name(model.dtype), **summary}  # fmt: skip
     write_json(out_dir / ALIGN_JSON, record)
     write_json(out_dir / "train_log.json", rows)
     if checkpoint_dir is not None:

@@ -17,13 +17,13 @@ class TransformersBackend:
     def __init__(self, model_path: str, *, device: str = "auto", batch_size: int = 256, adapter: str | None = None):
         import torch
 
-        from qmr.quant.load import load_model
+        from qmr.quant.load import compute_dtype, load_model
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
         self.batch_size = batch_size
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        self.dtype = dtype = compute_dtype(device)  # float32 on CPU, bf16 (fp16 without bf16) on CUDA
         self.model, self.tokenizer = load_model(model_path, device=device, dtype=dtype)
         if adapter:
             from peft import PeftModel

@@ -49,6 +49,24 @@ def read_quantization_config(path: str | Path, revision: str | None = None) -> d
     return qc
 
 
+def compute_dtype(device: str, bf16_supported: bool | None = None) -> Any:
+    """The dtype every model runs in on ``device`` — generation, training and the quantized checkpoints
+    written there: float32 on CPU (the exact grid values, and the toy's committed numbers), bfloat16 on
+    CUDA, float16 on a GPU without bf16 (``bf16_supported`` None: ask torch)."""
+    import torch
+
+    if not str(device).startswith("cuda"):
+        return torch.float32
+    if bf16_supported is None:
+        bf16_supported = torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if bf16_supported else torch.float16
+
+
+def dtype_name(dtype: Any) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"`` (what metrics and config.json write)."""
+    return str(dtype).removeprefix("torch.")
+
+
 def _resolve_dtype(dtype: Any, device: str) -> Any:
     import torch
 

@@ -1,6 +1,7 @@
 """Run a quantization recipe on a full-precision checkpoint and save a compressed-tensors checkpoint.
 
-``quantize_checkpoint`` loads the model in float32 on CPU (or whatever device torch puts it on),
+``quantize_checkpoint`` loads the model in float32 where there is no GPU and in bf16 (fp16 without
+bf16 support) where there is one (`qmr.quant.load.compute_dtype`: the dtype generation and training use),
 calibrates on the given texts with ``llmcompressor.oneshot``, writes the compressed checkpoint, the
 tokenizer and ``recipe.yaml`` into ``out_dir`` (atomically: a sibling temp dir renamed into place) and
 returns size/time statistics. ``method: none`` and ``prequantized`` write a ``qmr_model.json`` pointer
@@ -203,13 +204,17 @@ def quantize_checkpoint(
     from llmcompressor import oneshot
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from qmr.quant.load import compute_dtype, dtype_name
     from qmr.quant.recipes import build_recipe
 
     if read_quantization_config(src, src_rev) is not None:
         raise UserError(f"model_dir: {model_dir} is already quantized; allowed: a full-precision checkpoint")
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(src, revision=src_rev)
-    model = AutoModelForCausalLM.from_pretrained(src, revision=src_rev, dtype=torch.float32)
+    # float32 on CPU (the toy's numbers); on CUDA the dtype generation and training use (bf16/fp16), so
+    # the checkpoint's unquantized parts (embeddings, norms, head) and config.json's dtype match them
+    dtype = compute_dtype("cuda" if torch.cuda.is_available() else "cpu")
+    model = AutoModelForCausalLM.from_pretrained(src, revision=src_rev, dtype=dtype)
     dataset = _calibration_dataset(tokenizer, calibration_texts, max_length)
     recipe = build_recipe(spec)
     log.info(
@@ -252,6 +257,7 @@ def quantize_checkpoint(
     stats: dict[str, Any] = {
         "method": spec.method,
         "scheme": scheme_name(spec),
+        "dtype": dtype_name(dtype),
         "seconds": round(seconds, 3),
         "seconds_total": round(time.perf_counter() - started, 3),
         "calibration_samples": len(dataset),

@@ -89,6 +89,9 @@ class RestoreConfig:
     checkpoint_steps: int = field(
         50, help="optimizer steps between resumable checkpoints under .qmr-cache/ (0 = none): a killed run resumes from the last"
     )
+    gradient_checkpointing: bool | Literal["auto"] = field(
+        "auto", help="recompute activations in the backward pass (memory for time); auto = on with CUDA, off on CPU"
+    )
     merge: Literal["none", "requantize"] = field(
         "none",
         help="none = keep base + adapter; requantize = merge and re-quantize with the variant's recipe",
@@ -126,7 +129,9 @@ class RestoreConfig:
 
 
 def load_base(path: str | Path, device: str | None = None):
-    """The quantized checkpoint at ``path``, dequantized to float32: ``(model, tokenizer)``.
+    """The quantized checkpoint at ``path``, dequantized: ``(model, tokenizer)``; float32 on CPU (exact
+    grid values), bf16 on CUDA (fp16 without bf16; `qmr.quant.load.compute_dtype`) — an 8B base in
+    float32 alone would take 32 GB of the GPU.
 
     ``device=None`` puts it on CUDA when present, else CPU. Loading straight onto the training device
     matters: a compressed-tensors model loaded on CPU carries offload hooks that keep its frozen
@@ -134,11 +139,11 @@ def load_base(path: str | Path, device: str | None = None):
     """
     import torch
 
-    from qmr.quant.load import load_model
+    from qmr.quant.load import compute_dtype, load_model
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tok = load_model(str(path), device=device, dequantize=True, dtype=torch.float32)
+    model, tok = load_model(str(path), device=device, dequantize=True, dtype=compute_dtype(device))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok
@@ -166,9 +171,23 @@ def load_restored(restored_dir: str | Path, base: str | Path | None = None):
 # --------------------------------------------------------------------------------------------------
 
 
-def _trainer_args(cfg: RestoreConfig, output_dir: str, checkpointing: bool = False) -> dict[str, Any]:
+def uses_gradient_checkpointing(setting: bool | str, device: str) -> bool:
+    """``gradient_checkpointing`` resolved for ``device``: ``auto`` = on with CUDA, off on CPU."""
+    return str(device).startswith("cuda") if setting == "auto" else bool(setting)
+
+
+def _trainer_args(cfg: RestoreConfig, output_dir: str, checkpointing: bool = False, device: str | None = None) -> dict[str, Any]:
+    """trl/transformers training arguments for ``device`` (None: CUDA when present, else CPU). On CPU:
+    float32, no gradient checkpointing (the toy's numbers). On CUDA: bf16 autocast (fp16 without bf16
+    support) over the bf16/fp16 base `load_base` loads, gradient checkpointing per ``cfg``."""
     import torch
 
+    from qmr.quant.load import compute_dtype
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = compute_dtype(device) if str(device).startswith("cuda") else torch.float32
+    gc = uses_gradient_checkpointing(cfg.gradient_checkpointing, device)
     return {
         "output_dir": output_dir,
         "per_device_train_batch_size": cfg.batch_size,
@@ -189,10 +208,11 @@ def _trainer_args(cfg: RestoreConfig, output_dir: str, checkpointing: bool = Fal
         "save_total_limit": 1,
         "eval_strategy": "no",
         "report_to": "none",
-        "use_cpu": not torch.cuda.is_available(),  # CUDA when present (accelerate launch for several GPUs)
-        "bf16": False,
-        "fp16": False,
-        "gradient_checkpointing": False,
+        "use_cpu": not str(device).startswith("cuda"),  # CUDA when present (accelerate launch for several GPUs)
+        "bf16": dtype == torch.bfloat16,
+        "fp16": dtype == torch.float16,
+        "gradient_checkpointing": gc,  # trl's configs default to True: always set explicitly
+        **({"gradient_checkpointing_kwargs": {"use_reentrant": False}} if gc else {}),
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": False,
         "disable_tqdm": True,
@@ -379,6 +399,8 @@ def train_restore(
     t0 = time.perf_counter()
     set_determinism(cfg.seed, threads)
     model, tok = load_base(quantized_dir)
+    from qmr.quant.load import dtype_name
+
     record: dict[str, Any] = {
         "trained": False,
         "base": str(quantized_dir),
@@ -388,6 +410,7 @@ def train_restore(
         "subsets": sorted({str(p.get("subset")) for p in pairs if p.get("subset")}),
         "config": asdict(cfg),
         "threads": threads,
+        "dtype": dtype_name(model.dtype),
     }
     for stale in (out_dir / ADAPTER_CONFIG, out_dir / "adapter_model.safetensors", out_dir / "README.md"):
         stale.unlink(missing_ok=True)

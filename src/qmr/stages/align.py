@@ -98,7 +98,7 @@ def run(params) -> None:
                 model, before["format_compliance"], after["format_compliance"], before["accuracy"], after["accuracy"],
                 len(evals), cfg.eval_benchmark,
             )  # fmt: skip
-        speed[model] = {"train_seconds": record["seconds"], "steps": record["steps"], "threads": params.threads}
+        speed[model] = {"train_seconds": record["seconds"], "steps": record["steps"], "threads": params.threads, "dtype": record["dtype"]}
     write_json(paths.metrics("align"), metrics)
     speed["kernels"] = kernel_info()  # the host CPU and the kernels it ran, to explain a diff across machines
     write_json(paths.speed("align"), speed)

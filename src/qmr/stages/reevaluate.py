@@ -39,7 +39,7 @@ def run(params) -> None:
                 "pairs": silver_stats.get("pairs", 0),
                 "trained": bool(info.get("trained")),
             }
-            speed[model][variant] = {"train_seconds": info.get("seconds", 0.0)}
+            speed[model][variant] = {"train_seconds": info.get("seconds", 0.0), **({"dtype": info["dtype"]} if "dtype" in info else {})}
             if not info.get("trained"):
                 entry["message"] = info.get("message") or silver_stats.get("message", "nothing was trained")
             models_to_eval = {"restored": (str(paths.quantized_model(model, variant)), str(rdir) if info.get("trained") else None)}
