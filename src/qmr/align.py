@@ -2,8 +2,8 @@
 
 Quantization is measured on models that already answer in the pipeline's step format (one step per
 line, closing ``The answer is N.``), so that judges can point at "step k" and a failure is a reasoning
-failure, not a formatting one. `step_target` turns a benchmark record with a worked solution into that
-format:
+failure, not a formatting one. `qmr.steps.step_target` (also the calibration texts' solution) turns a
+benchmark record with a worked solution into that format:
 
 - the toy generator's ``solution`` is already in it (the embedded default's base model is trained on
   the *free-form* prose style instead, so alignment has a real job there);
@@ -11,16 +11,16 @@ format:
   is one paragraph), one step per line;
 - PRM800K trajectories (benchmark format ``prm800k``) come as human-rated steps already.
 
-Any closing answer line of the source (``The answer is …``, ``# Answer``, GSM8K's ``#### N``) is dropped
-and ``The answer is <gold>.`` appended. Training reuses the restore stage's trainer (trl ``SFTTrainer``
-+ a peft LoRA adapter, loss on the completion only); the adapter is then merged into the weights
-(``merge_and_unload``) and saved as a plain checkpoint that ``quantize`` reads like any base model.
+GSM8K's calculator annotations ``<<48/2=24>>`` are removed; any closing answer line of the source
+(``The answer is …``, ``# Answer``, GSM8K's ``#### N``) is dropped and ``The answer is <gold>.`` appended.
+Training reuses the restore stage's trainer (trl ``SFTTrainer`` + a peft LoRA adapter, loss on the
+completion only); the adapter is then merged into the weights (``merge_and_unload``) and saved as a
+plain checkpoint that ``quantize`` reads like any base model.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,12 +29,11 @@ from typing import Any, Literal
 from qmr.config import SEED_MAX, Problem, field
 from qmr.io import write_json
 from qmr.restore.train import DEFAULT_TARGETS, RestoreConfig
+from qmr.steps import step_target
 
 log = logging.getLogger(__name__)
 
 ALIGN_JSON = "align.json"
-_CLOSING = re.compile(r"(?i)^(the (final )?answer is\b|#+\s*answer\b|####)")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 
 @dataclass
@@ -83,27 +82,6 @@ class AlignConfig:
                  "batch_size", "grad_accum", "epochs", "max_steps", "max_length", "seed", "checkpoint_steps",
                  "gradient_checkpointing")  # fmt: skip
         return RestoreConfig(objective="sft", **{n: getattr(self, n) for n in names})
-
-
-def step_target(record: dict) -> str | None:
-    """``record``'s worked solution in the step format, or None when it has no usable solution."""
-    from qmr.prompts import ANSWER_SENTENCE
-    from qmr.steps import split_steps
-
-    answer = record.get("answer")
-    if record.get("steps"):
-        steps = [str(s) for s in record["steps"]]
-    elif record.get("solution"):
-        steps = split_steps(str(record["solution"]))
-        if len(steps) == 1:
-            steps = [s for s in _SENTENCE.split(steps[0]) if s.strip()]
-    else:
-        return None
-    steps = [" ".join(s.split()) for s in steps]
-    steps = [s for s in steps if s and not _CLOSING.match(s)]
-    if not steps or answer is None or str(answer).strip() == "":
-        return None
-    return "\n".join([*steps, ANSWER_SENTENCE.format(answer=str(answer).strip())])
 
 
 def build_examples(records: list[dict], prompt_of) -> tuple[list[dict], int]:

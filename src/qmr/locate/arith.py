@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from qmr.steps import CALCULATOR_ANNOTATION
+
 # --------------------------------------------------------------------------------------------------
 # normalization
 
@@ -27,7 +29,7 @@ _FRAC_SHORT = re.compile(r"\\[dt]?frac\s*(\d)\s*(\d)")
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|mathrm|mbox|operatorname)\s*\{[^{}]*\}")
 _THOUSANDS = re.compile(r"(?<![\d.,])(\d{1,3}(?:,\d{3})+)(?![\d]|,\d)")
 _TIMES_X = re.compile(r"(?<=[\d)])\s*[xX]\s*(?=[\d(])")
-_ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
+_ANNOTATION = CALCULATOR_ANNOTATION
 
 
 def normalize_math(text: str) -> str:

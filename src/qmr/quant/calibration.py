@@ -5,10 +5,14 @@ from __future__ import annotations
 
 
 def calibration_texts(records: list[dict], style: str = "plain", model_dir: str | None = None) -> list[str]:
-    """Prompt + worked solution of each record, in the model's prompt style (``models.<m>.prompt_style``):
-    a chat model is calibrated on what it will see at generation time, its chat template applied
-    (the tokenizer is read from ``model_dir``, a checkpoint directory or pointer)."""
+    """What the model sees and writes: each record's prompt in the model's prompt style
+    (``models.<m>.prompt_style``; ``chat`` applies the chat template of the tokenizer read from
+    ``model_dir``, a checkpoint directory or pointer), followed by its worked solution in the pipeline's
+    step format (`qmr.steps.step_target`, the targets `align` trains on: one step per line, GSM8K's
+    ``<<…>>`` annotations removed, ``The answer is N.`` last). A record without a usable solution
+    contributes its prompt alone."""
     from qmr.prompts import build_prompt
+    from qmr.steps import step_target
 
     tokenizer = None
     if style == "chat":
@@ -18,4 +22,4 @@ def calibration_texts(records: list[dict], style: str = "plain", model_dir: str 
 
         path, revision = resolve_model_path(model_dir)
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
-    return [build_prompt(r["question"], style, tokenizer) + r.get("solution", "") for r in records]
+    return [build_prompt(r["question"], style, tokenizer) + (step_target(r) or "") for r in records]
