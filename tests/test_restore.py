@@ -288,6 +288,44 @@ def test_max_pairs_dedupe_and_held_out_families():
     assert not {"p1", "p4"} & {p["id"] for p in pairs}
 
 
+CHATML_PROMPT = "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_endpoint_teacher_gets_the_plain_problem_and_prefix_never_the_chat_template(tmp_path, monkeypatch):
+    """A chat model's traces carry its templated prompt; the `llm` teacher's user message is the plain
+    problem + the kept steps (no ``<|im_start|>`` markup), while the pair keeps the model's own prompt."""
+    from qmr.devtools.openai_server import OpenAIStubServer
+    from qmr.endpoints import EndpointSpec
+    from qmr.restore.llm_teacher import llm_teacher
+
+    seen: list[list[dict]] = []
+
+    def responder(request: dict) -> str:
+        seen.append(request["messages"])
+        text = "\n".join(m["content"] for m in request["messages"])
+        pid = next(p for p, (q, _, _) in GOLD.items() if q in text)
+        return "\n".join(_solution(pid).split("\n")[QT[pid][3] - 1 :])  # the gold steps from the error step on
+
+    traces = make_traces()
+    for t in traces:
+        t["prompt"] = CHATML_PROMPT.format(q=GOLD[t["id"]][0])
+    monkeypatch.setenv("QMR_TEACHER_KEY", "k")
+    with OpenAIStubServer(responder=responder) as srv:
+        spec = EndpointSpec(base_url=srv.url, model="teacher", api_key_env="QMR_TEACHER_KEY", max_retries=0)
+        teacher = llm_teacher(spec, temperature=0.7, cache=tmp_path / "teacher.jsonl")
+        cfg = RecoveryConfig(subset="ALL", teacher="teacher", teacher_tries=1)
+        pairs, stats = build_pairs("ALL", make_labels(), traces, make_fp_traces(), make_records(), teacher, cfg, set())
+        assert srv.requests == 4  # one per candidate (the stub calls a responder twice per request)
+    assert stats["pairs"] == 4 and seen
+    for messages in seen:
+        assert not any(tok in m["content"] for m in messages for tok in ("<|im_start|>", "<|im_end|>", "<|"))
+    users = {m["content"] for messages in seen for m in messages if m["role"] == "user"}
+    assert resume_prompt(build_prompt(GOLD["p1"][0]), ["3 + 4 = 7"]) in users  # plain problem + the kept step
+    by_id = {p["id"]: p for p in pairs}
+    assert by_id["p1"]["prompt"] == CHATML_PROMPT.format(q=GOLD["p1"][0]) + "3 + 4 = 7\n"  # training: the model's prompt
+    assert by_id["p1"]["chosen"] == "7 + 5 = 12\nThe answer is 12."
+
+
 def test_configs_validate():
     with pytest.raises(ConfigError) as exc:
         from_dict(RecoveryConfig, {"subset": "XX", "teacher_tries": 0})

@@ -1,6 +1,7 @@
 """A teacher behind an OpenAI-compatible chat endpoint (an entry of params ``endpoints``, as the `llm` judges use).
 
-The teacher sees the problem prompt and the quantized model's correct prefix and continues the
+The teacher sees the plain problem prompt (``Question: …\\nAnswer:\\n``, never the local model's chat
+template: the endpoint applies its own) and the quantized model's correct prefix, and continues the
 solution in the same step format; `build_pairs` keeps only continuations the grader verifies.
 """
 
@@ -83,6 +84,7 @@ def llm_teacher(spec, *, temperature: float = 0.7, max_tokens: int = 1024, cache
         with ThreadPoolExecutor(max_workers=max(1, spec.concurrency)) as pool:
             return list(pool.map(lambda p: one(p, n), prompts))
 
+    teacher.plain_prompts = True  # type: ignore[attr-defined]  # build_pairs sends the plain problem + prefix
     teacher.failed = 0  # type: ignore[attr-defined]
     teacher.calls = 0  # type: ignore[attr-defined]
     return teacher

@@ -53,7 +53,12 @@ Subset = SUBSETS.literal()
 NO_ERROR = "no_error"
 
 Teacher = Callable[[list[str], int], list[list[str]]]
-"""``teacher(prompts, n)`` -> for each prompt, ``n`` sampled continuations (text after the prompt)."""
+"""``teacher(prompts, n)`` -> for each prompt, ``n`` sampled continuations (text after the prompt).
+
+A local model's teacher gets the quantized model's own prompt (its chat template applied, for a chat
+model) + the kept steps. A teacher with ``plain_prompts = True`` (the `llm` endpoint teacher: a chat
+API applies its own template) gets the plain prompt (``Question: …\\nAnswer:\\n``) + the kept steps
+instead, never text with the local model's template markup; the pair's ``prompt`` is the model's either way."""
 
 Grader = Callable[[str, str], bool]
 """``grader(continuation, gold_answer)`` -> whether the continuation reaches the gold answer."""
@@ -459,6 +464,7 @@ def _step_resumed(
                 "variant": lab.get("variant", trace.get("variant")),
                 "subset": subset,
                 "prompt": resume_prompt(problem_prompt, prefix),
+                "teacher_prompt": resume_prompt(build_prompt(str(rec["question"])), prefix),  # popped below
                 "prefix_steps": prefix,
                 "chosen": None,
                 "rejected": "\n".join(steps[k - 1 :]),
@@ -483,7 +489,8 @@ def _step_resumed(
     while pos < len(candidates) and (not cfg.max_pairs or len(pairs) < cfg.max_pairs):
         chunk = candidates[pos : pos + (cfg.max_pairs - len(pairs) if cfg.max_pairs else len(candidates))]
         pos += len(chunk)
-        prompts = [c["prompt"] for c in chunk]
+        plain = [c.pop("teacher_prompt") for c in chunk]
+        prompts = plain if getattr(teacher, "plain_prompts", False) else [c["prompt"] for c in chunk]
         stats["teacher_prompts"] += len(prompts)
         outs = teacher(prompts, cfg.teacher_tries)  # type: ignore[misc]
         if len(outs) != len(prompts):
