@@ -95,3 +95,91 @@ def test_answer_fields(prepared):
     assert all("\nA. " in r["question"] and "\nD. " in r["question"] for r in records["mmlu_stem"])
     assert all(r["answer"] for r in records["minerva"])  # from the last \boxed{} of each solution
     assert len({r["id"] for recs in records.values() for r in recs}) == sum(len(v) for v in records.values())
+
+
+# --------------------------------------------------------------------------------------------------
+# MMLU: the subject is kept (record and prompt) and `size` draws across subjects (synthetic files)
+# --------------------------------------------------------------------------------------------------
+
+SUBJECTS = ("abstract_algebra", "anatomy", "astronomy")
+
+
+def _mmlu_csv_folder(root, per_subject: int = 10):
+    """The original release's layout: <subject>_test.csv, no header: question, A, B, C, D, answer."""
+    import csv
+
+    root.mkdir(parents=True, exist_ok=True)
+    for subject in SUBJECTS:
+        with (root / f"{subject}_test.csv").open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            for i in range(per_subject):
+                writer.writerow([f"{subject} question {i}, with a comma?", "one", "two", "three", "four", "ABCD"[i % 4]])
+    return root
+
+
+def _spec(path, **kw):
+    from qmr.params import BenchmarkSpec
+
+    return BenchmarkSpec(source="local", path=str(path), format="mmlu", role="eval", kind="choice", **kw)
+
+
+def test_mmlu_csv_keeps_the_subject_from_the_file_name(tmp_path):
+    from qmr.benchmarks import load_benchmark
+
+    recs = load_benchmark(_spec(_mmlu_csv_folder(tmp_path / "test")), "mmlu")
+    assert len(recs) == 30
+    assert {r["subject"] for r in recs} == set(SUBJECTS)
+    first = next(r for r in recs if r["subject"] == "anatomy")
+    assert first["question"].startswith("The following is a multiple choice question about anatomy.\n\n")
+    assert first["question"].endswith("anatomy question 0, with a comma?\nA. one\nB. two\nC. three\nD. four")
+
+
+def test_mmlu_json_layouts_keep_the_subject(tmp_path):
+    """cais/mmlu (``subject``) and the Qwen2.5-Math STEM copy (``type``)."""
+    from qmr.benchmarks import load_benchmark
+
+    rows = [{"question": "What is 2+2?", "subject": "elementary_mathematics", "choices": ["1", "2", "3", "4"], "answer": 3},
+            {"question": "Which is a prime?", "type": "college_mathematics", "choices": ["4", "6", "7", "9"], "answer": 2}]  # fmt: skip
+    path = tmp_path / "mmlu.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    a, b = load_benchmark(_spec(path), "mmlu")
+    assert (a["subject"], a["answer"], b["subject"], b["answer"]) == ("elementary_mathematics", "D", "college_mathematics", "C")
+    assert a["question"].startswith("The following is a multiple choice question about elementary mathematics.\n\nWhat is 2+2?")
+
+
+def test_size_draws_a_seeded_sample_across_subjects_not_the_first_rows(tmp_path):
+    from collections import Counter
+
+    from qmr.benchmarks import load_benchmark
+
+    folder = _mmlu_csv_folder(tmp_path / "test")
+    everything = load_benchmark(_spec(folder), "mmlu")
+    recs = load_benchmark(_spec(folder, size=9), "mmlu", seed=0)
+    assert len(recs) == 9 and Counter(r["subject"] for r in recs) == {s: 3 for s in SUBJECTS}  # stratified
+    assert [r["id"] for r in recs] == [r["id"] for r in load_benchmark(_spec(folder, size=9), "mmlu", seed=0)]  # deterministic
+    order = {r["id"]: i for i, r in enumerate(everything)}
+    assert [order[r["id"]] for r in recs] == sorted(order[r["id"]] for r in recs)  # in the file's order
+    assert {r["id"] for r in recs} != {r["id"] for r in load_benchmark(_spec(folder, size=9), "mmlu", seed=1)}  # seeded
+    assert {r["id"] for r in recs} != {r["id"] for r in everything[:3] + everything[10:13] + everything[20:23]}
+    # without subjects (GSM8K-style rows): a seeded sample too, not the first rows
+    rows = [{"question": f"q{i}", "answer": f"{i} + 0 = {i}\n#### {i}"} for i in range(50)]
+    path = tmp_path / "gsm.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from qmr.params import BenchmarkSpec
+
+    got = load_benchmark(BenchmarkSpec(source="local", path=str(path), role="train", size=10), "g", seed=0)
+    assert len(got) == 10 and [r["answer"] for r in got] != [str(i) for i in range(10)]
+    assert load_benchmark(BenchmarkSpec(source="local", path=str(path), role="train", size=50), "g")[0]["answer"] == "0"
+
+
+def test_real_mmlu_csv_folder_sample_covers_the_subjects(shared_data):
+    from qmr.benchmarks import load_benchmark
+
+    folder = shared_data / "mmlu" / "test"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found")
+    recs = load_benchmark(_spec(folder, size=200), "mmlu", seed=0)
+    subjects = {r["subject"] for r in recs}
+    assert len(recs) == 200 and len(subjects) == 57  # the first 200 rows are abstract_algebra and anatomy only
+    assert all(r["question"].startswith(f"The following is a multiple choice question about {r['subject'].replace('_', ' ')}.")
+               for r in recs)  # fmt: skip

@@ -6,23 +6,35 @@ Formats (``benchmarks.<name>.format``; ``auto`` guesses from the fields):
 - ``math``: problem, solution, answer, unique_id, ...    -> MATH-500 / MATH train / Minerva (answer from
   the last \\boxed{} of the solution when no answer field)
 - ``aime``: problem, answer (int or "025"), id          -> answer as an integer string
-- ``mmlu``: CSV rows question,A,B,C,D,letter (no header) or JSON {question, choices, answer 0-3}
+- ``mmlu``: CSV rows question,A,B,C,D,letter (no header; the original release's ``<subject>_test.csv``
+  files: the subject from the file name) or JSON {question, choices, answer 0-3, subject or type}
+  -> the ``subject`` kept, and the question opens with MMLU's "The following is a multiple choice
+  question about <subject>." (the id is taken from the question and choices alone)
 - ``prm800k``: PRM800K "stepwise-critic" rows (instruction, responses, next_response, rating, ...), one
   per rated step -> one record per problem whose labelled path reaches the right answer with no step
   rated -1, with its human-rated ``steps`` (the format-alignment data of the paper, §3.1.2)
 - ``toy``: already in the record schema
+
+``size`` (non-toy sources) keeps a seeded sample of that many records, not the first rows: stratified
+by ``subject`` when the records have one (each subject its proportional share, largest remainders
+first), in the file's order (`sample_records`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import random
+import re
 from pathlib import Path
 
 from qmr.io import DataFileError, read_jsonl
 from qmr.registry import Registry
 
 LETTERS = "ABCD"
+# the original MMLU release: one CSV per subject and split, e.g. abstract_algebra_test.csv
+_MMLU_FILE = re.compile(r"^(?P<subject>[a-z0-9_]+?)_(?:test|dev|val|validation|train|auxiliary_train)$")
+MMLU_HEADER = "The following is a multiple choice question about {subject}."
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -56,7 +68,9 @@ def _read_rows(path: Path) -> list[dict]:
         import csv
         import io
 
-        rows = [{"question": r[0], "A": r[1], "B": r[2], "C": r[3], "D": r[4], "answer": r[5], "_csv": True}
+        m = _MMLU_FILE.match(path.stem)
+        subject = {"_subject": m.group("subject")} if m else {}
+        rows = [{"question": r[0], "A": r[1], "B": r[2], "C": r[3], "D": r[4], "answer": r[5], "_csv": True, **subject}
                 for r in csv.reader(io.StringIO(read_text_file(path), newline="")) if len(r) >= 6]  # fmt: skip
     bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
     if bad is not None:
@@ -187,9 +201,11 @@ def mmlu_record(row: dict, name: str, index: int) -> dict:
     if letter not in LETTERS:
         raise DataFileError(f"record {index}: field 'answer' = {letter!r}; allowed: A, B, C, D (format mmlu)")
     text = q + "\n" + "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
+    subject = row.get("_subject") or row.get("subject") or row.get("type")
     rec = {"id": _stable_id(name, text), "source": "mmlu", "question": text, "answer": letter}
-    if row.get("type"):
-        rec["subject"] = row["type"]
+    if subject:
+        rec["question"] = MMLU_HEADER.format(subject=str(subject).replace("_", " ")) + "\n\n" + text
+        rec["subject"] = str(subject)
     return rec
 
 
@@ -204,8 +220,32 @@ def _check_record(rec: dict, fmt: str, index: int) -> None:
         raise DataFileError(f"record {index}: missing field 'answer' (format {fmt})")
 
 
-def load_benchmark(spec, name: str) -> list[dict]:
-    """Load a local file/folder or hub dataset described by a BenchmarkSpec into benchmark records."""
+def sample_records(records: list[dict], size: int, seed: int, name: str = "") -> list[dict]:
+    """``size`` of ``records`` (all when ``size`` is 0 or not smaller), drawn with ``seed`` and kept in
+    their original order; stratified by ``subject`` where records have one (each subject gets its
+    proportional share, the largest remainders one more, ties by subject name), so a file sorted by
+    subject (MMLU) is not cut to its first subjects."""
+    if not size or size >= len(records):
+        return records
+    groups: dict[str, list[int]] = {}
+    for i, rec in enumerate(records):
+        groups.setdefault(str(rec.get("subject", "")), []).append(i)
+    total = len(records)
+    quota = {g: size * len(ix) // total for g, ix in groups.items()}
+    by_remainder = sorted(groups, key=lambda g: (-(size * len(groups[g]) % total), g))
+    for g in by_remainder[: size - sum(quota.values())]:
+        quota[g] += 1
+    keep: list[int] = []
+    for g, ix in groups.items():
+        ix = list(ix)
+        random.Random(f"{seed}:{name}:{g}").shuffle(ix)
+        keep.extend(ix[: quota[g]])
+    return [records[i] for i in sorted(keep)]
+
+
+def load_benchmark(spec, name: str, seed: int = 0) -> list[dict]:
+    """Load a local file/folder or hub dataset described by a BenchmarkSpec into benchmark records
+    (``spec.size`` of them: a seeded sample, see `sample_records`)."""
     if spec.source == "hub":
         try:
             import datasets
@@ -252,4 +292,4 @@ def load_benchmark(spec, name: str) -> list[dict]:
         if n > 1:
             rec["id"] = f"{rec['id']}-{n}"
         records.append(rec)
-    return records[: spec.size] if spec.size else records
+    return sample_records(records, spec.size, seed, name)

@@ -49,7 +49,7 @@ class BenchmarkSpec:
 
     source: Literal["toy", "local", "hub"] = field("toy", help="toy generator, a local file, or a hub dataset")
     split: str = field("test", help="toy: train | mine | test; hub: the dataset split")
-    size: int = field(0, help="number of problems (0 = all; toy: required > 0)", ge=0, le=10_000_000)
+    size: int = field(0, help="number of problems (0 = all; a file or hub set: a sample drawn with `seed`, stratified by subject, in file order; toy: required > 0)", ge=0, le=10_000_000)
     role: Literal["train", "mine", "eval"] = field("eval", help="train (model training, calibration), mine (failure mining pool), eval (held out)")
     kind: Literal["math", "choice", "integer"] = field("math", help="answer kind for grading")
     path: str | None = field(None, help="local file (jsonl/json/csv/parquet) when source is 'local'")

@@ -45,7 +45,7 @@ def run(params) -> None:
         else:
             from qmr.benchmarks import load_benchmark
 
-            records = load_benchmark(spec, name)
+            records = load_benchmark(spec, name, params.seed)
         if spec.role == "eval":  # one problem, one evaluation benchmark: otherwise it is counted twice
             for r in records:
                 owner = eval_ids.setdefault(r["id"], name)
