@@ -488,6 +488,64 @@ def test_other_objectives_train(quantized_dir, tmp_path, objective):
         assert rows[0]["loss"] > 0.6931 + 0.5  # DPO's log 2 plus the NLL on chosen
 
 
+def _lrs_used(quantized_dir, cfg: RestoreConfig, total: int) -> list[float]:
+    """The learning rate of each of ``total`` optimizer steps under the trainer's own scheduler."""
+    import tempfile
+
+    from qmr.restore.train import _build_trainer, load_base
+
+    model, tok = load_base(quantized_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = _build_trainer(model, tok, toy_pairs(), cfg, tmp)
+        trainer.create_optimizer_and_scheduler(num_training_steps=total)
+        lrs = []
+        for _ in range(total):
+            lrs.append(trainer.optimizer.param_groups[0]["lr"])
+            trainer.lr_scheduler.step()
+    return lrs
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_warmup_leaves_a_step_at_a_nonzero_rate(quantized_dir, tmp_path, steps):
+    """A tiny run (few pairs) with the default warm-up ratio: the last step trains, the adapter moves."""
+    from safetensors.torch import load_file
+
+    from qmr.restore.train import train_restore
+
+    cfg = RestoreConfig(objective="sft", max_steps=steps, seed=0, **{**FAST, "warmup_ratio": 0.1})
+    lrs = _lrs_used(quantized_dir, cfg, steps)
+    assert lrs[-1] > 0 and (steps == 2 or lrs[0] == pytest.approx(cfg.learning_rate))
+    out = tmp_path / "restored"
+    assert train_restore(quantized_dir, toy_pairs(), cfg, out, threads=1)["steps"] == steps
+    lora_b = [v for k, v in load_file(str(out / "adapter_model.safetensors")).items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)  # LoRA B starts at zero
+
+
+def test_the_toy_defaults_schedules_are_unchanged(quantized_dir, default_params):
+    """The committed toy runs (restore: 492 and 257 pairs, 8 a batch, 4 epochs; align: 500 steps) keep
+    transformers' warm-up of ceil(ratio x steps) and so their learning-rate sequence, step for step."""
+    import math
+
+    import torch
+    from transformers import get_scheduler
+
+    from qmr.align import AlignConfig
+    from qmr.config import from_dict
+
+    restore = from_dict(RestoreConfig, default_params["restore"])
+    align = from_dict(AlignConfig, default_params["align"]).trainer_config()
+    runs = [(restore, 4 * math.ceil(492 / 8)), (restore, 4 * math.ceil(257 / 8)), (align, 500)]
+    for cfg, total in runs:
+        cfg = RestoreConfig(**{**cfg.__dict__, "lora_r": 4, "lora_alpha": 8})  # the schedule does not depend on the rank
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.learning_rate)
+        ref = get_scheduler(cfg.lr_scheduler, opt, num_warmup_steps=math.ceil(total * cfg.warmup_ratio), num_training_steps=total)
+        expected = []
+        for _ in range(total):
+            expected.append(opt.param_groups[0]["lr"])
+            ref.step()
+        assert _lrs_used(quantized_dir, cfg, total) == expected, (cfg.objective, total)
+
+
 def test_zero_pairs_writes_a_record_and_reloads_the_base(quantized_dir, tmp_path):
     import torch
 

@@ -54,7 +54,7 @@ class AlignConfig:
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS), help="module names that get a LoRA adapter")
     learning_rate: float = field(1e-3, help="peak learning rate (AdamW)")
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = field("cosine", help="learning-rate schedule")
-    warmup_ratio: float = field(0.05, help="fraction of the steps spent warming up, in [0, 1)")
+    warmup_ratio: float = field(0.05, help="fraction of the steps spent warming up, in [0, 1) (rounded up; at most all steps but the last)")
     batch_size: int = field(16, help="examples per device batch")
     grad_accum: int = field(1, help="gradient-accumulation steps per optimizer step")
     epochs: float = field(1.0, help="passes over the examples (when max_steps is 0)")

@@ -27,6 +27,7 @@ quantization spec and calibration texts, which the restore step does not own).
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Sequence
@@ -77,7 +78,7 @@ class RestoreConfig:
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = field(
         "cosine", help="learning-rate schedule"
     )
-    warmup_ratio: float = field(0.1, help="fraction of the steps spent warming up, in [0, 1)")
+    warmup_ratio: float = field(0.1, help="fraction of the steps spent warming up, in [0, 1) (rounded up; at most all steps but the last)")
     batch_size: int = field(4, help="pairs per device batch")
     grad_accum: int = field(1, help="gradient-accumulation steps per optimizer step")
     epochs: float = field(3.0, help="passes over the pairs (when max_steps is 0)")
@@ -196,7 +197,8 @@ def _trainer_args(cfg: RestoreConfig, output_dir: str, checkpointing: bool = Fal
         "max_steps": cfg.max_steps if cfg.max_steps > 0 else -1,
         "learning_rate": cfg.learning_rate,
         "lr_scheduler_type": cfg.lr_scheduler,
-        # transformers 5: no warmup_ratio; a float warmup_steps in [0, 1) is a ratio of the total steps.
+        # transformers 5: no warmup_ratio; a float warmup_steps in [0, 1) is a ratio of the total steps
+        # (`_cap_warmup` leaves at least one step at a non-zero rate).
         "warmup_steps": float(cfg.warmup_ratio),
         "max_length": cfg.max_length,
         "seed": cfg.seed,
@@ -218,6 +220,28 @@ def _trainer_args(cfg: RestoreConfig, output_dir: str, checkpointing: bool = Fal
         "disable_tqdm": True,
         "dataset_num_proc": None,
     }
+
+
+def warmup_steps(total_steps: int, ratio: float) -> int:
+    """Warm-up steps of a run of ``total_steps`` optimizer steps: transformers' ``ceil(ratio x total)``,
+    at most ``total - 1``. A linear warm-up's first step has learning rate 0, so with very few pairs
+    (1 step, any ratio > 0) the run would not train at all; long runs (the toy default's) are unchanged."""
+    return min(math.ceil(total_steps * ratio), max(0, total_steps - 1))
+
+
+def _cap_warmup(trainer, ratio: float) -> None:
+    """Make ``trainer`` build its scheduler with `warmup_steps` (the total is known only there)."""
+    create = trainer.create_scheduler
+
+    def create_scheduler(num_training_steps: int, optimizer=None):
+        saved = trainer.args.warmup_steps
+        trainer.args.warmup_steps = warmup_steps(num_training_steps, ratio)  # an int: a step count
+        try:
+            return create(num_training_steps, optimizer)
+        finally:
+            trainer.args.warmup_steps = saved
+
+    trainer.create_scheduler = create_scheduler
 
 
 def _log_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -249,6 +273,7 @@ def _build_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, output
     prompts = strip_bos([p["prompt"] for p in pairs], tok)
     pairs = [{**p, "prompt": prompt} for p, prompt in zip(pairs, prompts, strict=True)]
     trainer = OBJECTIVES.load(cfg.objective, "restore.objective")(model, tok, pairs, cfg, args, lora)
+    _cap_warmup(trainer, cfg.warmup_ratio)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     # The library never prints: training rows go to the log file and to `logging`, not stdout.
