@@ -201,6 +201,24 @@ def test_category_subsets_select_by_label_category(subset, ids):
     assert stats["available"] == {"ALL": 4, "CE": 1, "RE": 0, "ME": 1, "EE": 2}
 
 
+def test_skip_message_counts_abstained_escalated_and_no_error_apart():
+    """Labels without an accepted error are skipped; the message says why, each reason counted apart."""
+    undecided = [
+        {"id": "p5", "primary_error_type": "no_error", "category": None, "error_step": None, "rule": "unanimous", "needs_human": False},
+        {"id": "p6", "primary_error_type": "no_error", "category": None, "error_step": None, "rule": "human", "needs_human": False},
+        {"id": "p1", "primary_error_type": None, "category": None, "error_step": None, "rule": "escalated", "needs_human": True,
+         "proposal": {"primary_error_type": "computational_error", "error_step": 2}},
+        {"id": "p2", "primary_error_type": None, "category": None, "error_step": None, "rule": "escalated", "needs_human": True},
+        {"id": "p3", "primary_error_type": None, "category": None, "error_step": None, "rule": "abstain_all", "needs_human": True},
+    ]  # fmt: skip
+    cfg = RecoveryConfig(subset="ALL", teacher_tries=1)
+    pairs, stats = build_pairs("ALL", undecided, make_traces(), make_fp_traces(), make_records(), oracle_teacher(), cfg, set())
+    assert pairs == [] and stats["skipped"] == {"abstained": 1, "escalated": 2, "no_error": 2}
+    msg = stats["message"]
+    assert "abstained=1" in msg and "escalated=2" in msg and "no_error=2" in msg and "no_error=5" not in msg
+    assert "annotator" in msg
+
+
 def test_empty_subset_is_not_a_crash():
     calls: list = []
     pairs, stats = build("RE", teacher=oracle_teacher(calls))

@@ -242,6 +242,23 @@ def check_leakage(ids: Iterable[str], eval_ids: set[str] | frozenset[str], what:
         )
 
 
+def _not_a_failure(label: Mapping[str, Any]) -> str | None:
+    """Why a label gives no failure to mine (the ``skipped`` key), or None for an accepted error:
+    ``no_error`` (accepted "no error"), ``abstained`` (every judge abstained: rule ``abstain_all``),
+    ``escalated`` (judges disagreed or too few spoke; awaiting a human verdict), ``no_category`` (an error
+    type outside the taxonomy's categories)."""
+    etype = label.get("primary_error_type")
+    if etype == NO_ERROR:
+        return "no_error"
+    if etype is not None and label.get("category") in CATEGORIES:
+        return None
+    if label.get("rule") == "abstain_all":
+        return "abstained"
+    if etype is None:
+        return "escalated"  # rule escalated (needs_human), or a label no rule accepted
+    return "no_category"
+
+
 def _new_stats(subset: str) -> dict[str, Any]:
     return {
         "subset": subset,
@@ -284,6 +301,8 @@ def _finish_stats(stats: dict[str, Any], pairs: list[dict]) -> dict[str, Any]:
             )
         if stats["skipped"]:
             why.append("skipped: " + ", ".join(f"{k}={v}" for k, v in stats["skipped"].items()))
+            if stats["skipped"].get("abstained") or stats["skipped"].get("escalated"):
+                why.append("abstained/escalated labels are mined once an annotator decides them (packets under data/annotation/)")
         stats["message"] = f"subset {stats['subset']} yields no pairs: " + (
             "; ".join(why) or "nothing selected"
         )
@@ -340,8 +359,9 @@ def build_pairs(
     skipped: Counter = Counter()
     for lab in sorted(labels, key=lambda x: (str(x["id"]), str(x.get("sample", "")))):
         pid = str(lab["id"])
-        if lab.get("primary_error_type") in (None, NO_ERROR) or lab.get("category") not in CATEGORIES:
-            skipped["no_error"] += 1
+        reason = _not_a_failure(lab)
+        if reason is not None:
+            skipped[reason] += 1
             continue
         rec = records.get(pid)
         if rec is None:

@@ -85,7 +85,9 @@ def run(params, model: str, variant: str) -> None:
     if stats.get("empty"):
         log.warning("%s/%s subset %s: no pairs (%s)", model, variant, cfg.subset, stats.get("message"))
     else:
-        log.info("%s/%s subset %s: %d pairs (%d dropped unverified)", model, variant, cfg.subset, len(pairs), stats.get("dropped_unverified", 0))
+        skipped = ", ".join(f"{k}={v}" for k, v in stats.get("skipped", {}).items()) or "none"
+        log.info("%s/%s subset %s: %d pairs (%d dropped unverified; labels and traces skipped: %s)", model, variant, cfg.subset,
+                 len(pairs), stats.get("dropped_unverified", 0), skipped)  # fmt: skip
     failed, calls = getattr(teacher, "failed", 0), getattr(teacher, "calls", 0)
     if calls and failed / calls > params.judge.max_failed_share:  # endpoint teacher: failures are not cached
         raise UserError(f"recovery.teacher {cfg.teacher!r}: {failed} of {calls} call(s) failed or gave no usable reply "
