@@ -222,10 +222,11 @@ class DeadlineTransport:
         self.inner.close()
 
 
-def make_client(*, base_url: str, api_key_env: str, timeout_s: float, max_retries: int, who: str):
+def make_client(*, base_url: str, api_key_env: str, timeout_s: float, max_retries: int, who: str, connections: int | None = None):
     """An ``openai.OpenAI`` client for one endpoint, its key read from ``api_key_env`` and registered
     for redaction, every request bounded by a ``timeout_s`` deadline. Raises ``EndpointConfigError`` (a
-    user error) naming ``who`` when the variable is unset."""
+    user error) naming ``who`` when the variable is unset. ``connections``: the pool size for that many
+    requests at once (httpx keeps only 20 connections alive by default)."""
     import httpx
     from openai import OpenAI
 
@@ -239,7 +240,11 @@ def make_client(*, base_url: str, api_key_env: str, timeout_s: float, max_retrie
         register_secret(api_key)
     else:
         api_key = "no-key"
-    http = httpx.Client(transport=DeadlineTransport(timeout_s), timeout=httpx.Timeout(timeout_s))  # type: ignore[arg-type]
+    inner = None
+    if connections:
+        size = max(connections, 20)
+        inner = httpx.HTTPTransport(limits=httpx.Limits(max_connections=size, max_keepalive_connections=size))
+    http = httpx.Client(transport=DeadlineTransport(timeout_s, inner), timeout=httpx.Timeout(timeout_s))  # type: ignore[arg-type]
     return OpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries, timeout=timeout_s, http_client=http)
 
 

@@ -48,7 +48,7 @@ def generate_traces(
     """
     from qmr.checkpoints import checkpoint_identity
     from qmr.determinism import set_determinism
-    from qmr.generation import backend_from_config
+    from qmr.generation import backend_from_config, close_backend
     from qmr.generation.resume import resumable_generate
     from qmr.io import write_jsonl
     from qmr.modelspec import load_spec
@@ -56,16 +56,19 @@ def generate_traces(
 
     cfg = params.generate
     set_determinism(params.seed, params.threads)
-    backend = backend_from_config(cfg, model_path, adapter=adapter)
-    style = load_spec(model, params.models).prompt_style
-    prompts = [build_prompt(r["question"], style, getattr(backend, "tokenizer", None)) for r in records]
-    sampling = {"n": cfg.samples, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens, "seed": params.seed}
-    if partial is not None:
-        identity = {"batch_size": cfg.batch_size, "threads": params.threads,
-                    "checkpoint": checkpoint_identity(model_path), "adapter": checkpoint_identity(adapter)}  # fmt: skip
-        completions = resumable_generate(backend, prompts, sampling, partial, identity)
-    else:
-        completions = backend.generate(prompts, **sampling)
+    backend = backend_from_config(cfg, model_path, adapter=adapter, model=model, variant=variant)
+    try:
+        style = load_spec(model, params.models).prompt_style
+        prompts = [build_prompt(r["question"], style, getattr(backend, "tokenizer", None)) for r in records]
+        sampling = {"n": cfg.samples, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens, "seed": params.seed}
+        if partial is not None:
+            identity = {"batch_size": cfg.batch_size, "threads": params.threads,
+                        "checkpoint": checkpoint_identity(model_path), "adapter": checkpoint_identity(adapter)}  # fmt: skip
+            completions = resumable_generate(backend, prompts, sampling, partial, identity)
+        else:
+            completions = backend.generate(prompts, **sampling)
+    finally:
+        close_backend(backend)
     traces = make_traces(records, completions, variant=variant, benchmark=benchmark, kind=params.benchmarks[benchmark].kind, prompts=prompts)
     if write_to is not None:
         write_jsonl(write_to, traces)

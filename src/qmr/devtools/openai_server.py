@@ -1,6 +1,10 @@
-"""A loopback OpenAI-compatible chat endpoint for tests and benchmarks (stdlib only).
+"""A loopback OpenAI-compatible endpoint for tests and benchmarks (stdlib only).
 
-``POST /v1/chat/completions`` answers like the real API (``choices[0].message.content``, ``usage``).
+``POST /v1/chat/completions`` answers like the real API (``choices[i].message.content``, ``usage``);
+``POST /v1/completions`` (the legacy API vLLM serves for raw prompts) answers ``choices[i].text``;
+both honour ``n`` (one responder call per choice, the request carrying ``_choice``). ``GET /v1/models``
+lists the ``models`` given plus every model asked for. ``python -m qmr.devtools.openai_server --port
+P`` runs one in the foreground (a stand-in for ``vllm serve`` in managed-mode tests).
 What each request gets is decided, in order, by: the per-model script queue (`push(..., model=)`), the
 global script queue (`push(...)`), the seeded failure-rate mode (``failure_rate`` of the requests get
 one of ``failure_kinds``), else ``"ok"``. Actions:
@@ -75,6 +79,8 @@ class Raw:
 
 
 def _first_user(request: dict[str, Any]) -> str:
+    if isinstance(request.get("prompt"), str):  # the completions API
+        return request["prompt"]
     for m in request.get("messages", []):
         if m.get("role") == "user":
             c = m.get("content")
@@ -132,6 +138,18 @@ def default_responder(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def arithmetic_responder(request: dict[str, Any]) -> str:
+    """A step-formatted "solution" for generation tests: adds the first two numbers of the question
+    (greedy requests always give the same text; sampled ones vary with ``seed`` and the choice)."""
+    prompt = _first_user(request)
+    nums = [int(x) for x in re.findall(r"\d+", prompt.split("Question:", 1)[-1])[:2]] or [1, 1]
+    a, b = (nums + nums)[:2]
+    if float(request.get("temperature") or 0) > 0:
+        h = hashlib.sha256(f"{request.get('seed')}|{request.get('_choice', 0)}|{prompt}".encode()).digest()
+        b += h[0] % 3 - 1  # a third of the samples slip
+    return f"{a} + {b} = {a + b}\nThe answer is {a + b}."
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -147,6 +165,8 @@ class OpenAIStubServer:
         failure_kinds: tuple[str, ...] = ("429", "500"),
         seed: int = 0,
         latency_s: float = 0.0,
+        models: tuple[str, ...] = (),
+        port: int = 0,
         hang_s: float = 5.0,
         retry_after_ms: int = 1,
         trickle_s: float = 0.5,
@@ -156,6 +176,8 @@ class OpenAIStubServer:
         self.failure_rate = failure_rate
         self.failure_kinds = failure_kinds
         self.latency_s = latency_s
+        self.models = tuple(models)
+        self._port = port
         self.hang_s = hang_s
         self.retry_after_ms = retry_after_ms
         self.trickle_s = trickle_s
@@ -182,7 +204,7 @@ class OpenAIStubServer:
             def do_GET(self) -> None:  # /v1/models
                 body = {
                     "object": "list",
-                    "data": [{"id": m, "object": "model"} for m in sorted(server.by_model)],
+                    "data": [{"id": m, "object": "model"} for m in sorted({*server.models, *server.by_model})],
                 }
                 self._send(200, body)
 
@@ -195,7 +217,7 @@ class OpenAIStubServer:
                         400, {"error": {"message": "invalid JSON body", "type": "invalid_request_error"}}
                     )
                     return
-                if not self.path.rstrip("/").endswith("/chat/completions"):
+                if not self.path.rstrip("/").endswith(("/chat/completions", "/v1/completions")):
                     self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
                     return
                 status, body, headers = server._handle(request, self.headers.get("authorization", ""))
@@ -221,7 +243,7 @@ class OpenAIStubServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout)
 
-        self._httpd = _Server(("127.0.0.1", 0), Handler)
+        self._httpd = _Server(("127.0.0.1", self._port), Handler)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -315,11 +337,14 @@ class OpenAIStubServer:
             self._stop.wait(self.hang_s)
         elif action.startswith("latency:"):
             self._stop.wait(float(action.split(":", 1)[1]))
-        if action == "invalid":
-            content = "I believe the quantized model goes wrong somewhere in the middle of its solution."
-        else:
-            content = self._verdict_content(model, prompt, request, action)
-        return 200, self._completion(model, request, content), {}
+        n = request.get("n") if isinstance(request.get("n"), int) and 1 <= request.get("n") <= 128 else 1
+        contents = []
+        for choice in range(n):
+            if action == "invalid":
+                contents.append("I believe the quantized model goes wrong somewhere in the middle of its solution.")
+            else:
+                contents.append(self._verdict_content(model, prompt, {**request, "_choice": choice} if n > 1 else request, action))
+        return 200, self._completion(model, request, contents[0], more=contents[1:]), {}
 
     def _hostile(self, action: str, model: str, prompt: str, request: dict[str, Any], authorization: str):
         """The replies of a misbehaving endpoint or gateway (see the module docstring), or None."""
@@ -382,25 +407,62 @@ class OpenAIStubServer:
         return text
 
     @staticmethod
-    def _completion(model: str, request: dict[str, Any], content: str) -> dict[str, Any]:
-        prompt_chars = sum(
+    def _completion(model: str, request: dict[str, Any], content: str, more: list[str] | tuple = ()) -> dict[str, Any]:
+        legacy = "messages" not in request and "prompt" in request  # the completions API
+        prompt_chars = len(_first_user(request)) if legacy else sum(
             len(m.get("content") or "")
             for m in request.get("messages", [])
             if isinstance(m.get("content"), str)
         )
-        p_tok, c_tok = max(1, prompt_chars // 4), max(1, len(content) // 4)
+        contents = [content, *more]
+        p_tok, c_tok = max(1, prompt_chars // 4), sum(max(1, len(c) // 4) for c in contents)
+        choices = [
+            {"index": i, "text": c, "finish_reason": "stop", "logprobs": None} if legacy else
+            {"index": i, "message": {"role": "assistant", "content": c}, "finish_reason": "stop", "logprobs": None}
+            for i, c in enumerate(contents)
+        ]  # fmt: skip
         return {
-            "id": f"chatcmpl-stub-{hashlib.sha256((model + content).encode()).hexdigest()[:12]}",
-            "object": "chat.completion",
+            "id": f"{'cmpl' if legacy else 'chatcmpl'}-stub-{hashlib.sha256((model + content).encode()).hexdigest()[:12]}",
+            "object": "text_completion" if legacy else "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                }
-            ],
+            "choices": choices,
             "usage": {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok},
         }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve in the foreground until SIGTERM/SIGINT (a stand-in for ``vllm serve``)."""
+    import argparse
+    import signal
+
+    ap = argparse.ArgumentParser(prog="python -m qmr.devtools.openai_server", description=main.__doc__)
+    ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = any free one, printed)")
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    ap.add_argument("--responder", choices=("judge", "arithmetic"), default="arithmetic", help="what answers say")
+    ap.add_argument("--served-model-name", action="append", default=[], help="names /v1/models lists (repeatable)")
+    ap.add_argument("--startup-delay", type=float, default=0.0, help="seconds before listening (a slow server)")
+    ap.add_argument("--exit-code", type=int, default=None, help="exit with this code instead of serving (a broken server)")
+    args, _unknown = ap.parse_known_args(argv)  # vLLM-style flags (--enable-lora ...) are accepted and ignored
+    print(f"stub server argv: {argv if argv is not None else __import__('sys').argv[1:]}", flush=True)
+    if args.exit_code is not None:
+        print("stub server: failing on purpose", flush=True)
+        raise SystemExit(args.exit_code)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if stop.wait(args.startup_delay):  # told to stop while "loading"
+        return
+    srv = OpenAIStubServer(responder=arithmetic_responder if args.responder == "arithmetic" else None, latency_s=args.latency,
+                           models=tuple(args.served_model_name), port=args.port)  # fmt: skip
+    srv.start()
+    print(f"stub server listening on {srv.url}", flush=True)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -32,12 +32,23 @@ def get_backend(name: str, model_path: str, **kwargs) -> Backend:
     return cls(model_path, **kwargs)
 
 
-def backend_from_config(cfg: GenerateConfig, model_path: str, adapter: str | None = None) -> Backend:
-    """The backend `cfg` names, built with the options that backend takes."""
+def backend_from_config(cfg: GenerateConfig, model_path: str, adapter: str | None = None, *, model: str = "", variant: str = "") -> Backend:
+    """The backend `cfg` names, built with the options that backend takes. ``model`` and ``variant``
+    name what ``model_path`` holds (the openai backend maps them to a served model name)."""
     kwargs: dict = {"device": cfg.device, "batch_size": cfg.batch_size, "adapter": adapter}
     if cfg.backend == "vllm":
-        kwargs["tensor_parallel_size"] = cfg.tensor_parallel_size
+        kwargs.update(tensor_parallel_size=cfg.tensor_parallel_size, max_model_len=cfg.max_model_len, max_new_tokens=cfg.max_new_tokens)
+    elif cfg.backend == "openai":
+        kwargs.update(server=cfg.server, api=cfg.api, model=model, variant=variant, max_new_tokens=cfg.max_new_tokens,
+                      max_model_len=cfg.max_model_len, tensor_parallel_size=cfg.tensor_parallel_size)  # fmt: skip
     return get_backend(cfg.backend, model_path, **kwargs)
 
 
-__all__ = ["Backend", "Completion", "GenerateConfig", "get_backend", "backend_from_config", "MissingExtraError", "BACKENDS"]
+def close_backend(backend) -> None:
+    """Release what a backend holds outside this process (the openai backend's managed server)."""
+    close = getattr(backend, "close", None)
+    if close is not None:
+        close()
+
+
+__all__ = ["Backend", "Completion", "GenerateConfig", "get_backend", "backend_from_config", "close_backend", "MissingExtraError", "BACKENDS"]

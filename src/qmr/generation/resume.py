@@ -40,7 +40,8 @@ def resumable_generate(backend, prompts: list[str], sampling: dict, partial, ide
 
     if not getattr(backend, "supports_resume", False):
         return backend.generate(prompts, **sampling, progress=progress)
-    fingerprint = {**sampling, **identity, "prompts": hashlib.sha256(json.dumps(prompts).encode()).hexdigest()}
+    fingerprint = {**sampling, **identity, **getattr(backend, "resume_identity", {}),
+                   "prompts": hashlib.sha256(json.dumps(prompts).encode()).hexdigest()}  # fmt: skip
     appender, done = resume_state(partial, fingerprint)
     try:
         return backend.generate(

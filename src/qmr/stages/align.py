@@ -18,19 +18,23 @@ from qmr.io import read_jsonl, write_json
 log = logging.getLogger(__name__)
 
 
-def measure(params, model: str, model_path: str, records: list[dict], benchmark: str) -> dict:
-    """Format compliance, accuracy and mean steps of greedy generations of ``records``."""
+def measure(params, model: str, model_path: str, records: list[dict], benchmark: str, name: str) -> dict:
+    """Format compliance, accuracy and mean steps of greedy generations of ``records`` (``name``: base or
+    aligned, the variant the openai backend maps to a served model)."""
     from qmr.determinism import set_determinism
     from qmr.evaluation import summarize
-    from qmr.generation import backend_from_config
+    from qmr.generation import backend_from_config, close_backend
     from qmr.prompts import build_prompt
     from qmr.traces import make_traces
 
     set_determinism(params.seed, params.threads)
-    backend = backend_from_config(params.generate, model_path)
-    style = params.models[model].prompt_style
-    prompts = [build_prompt(r["question"], style, getattr(backend, "tokenizer", None)) for r in records]
-    comps = backend.generate(prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=params.align.max_new_tokens, seed=params.seed)
+    backend = backend_from_config(params.generate, model_path, model=model, variant=name)
+    try:
+        style = params.models[model].prompt_style
+        prompts = [build_prompt(r["question"], style, getattr(backend, "tokenizer", None)) for r in records]
+        comps = backend.generate(prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=params.align.max_new_tokens, seed=params.seed)
+    finally:
+        close_backend(backend)
     kind = params.benchmarks[benchmark].kind
     traces = make_traces(records, comps, variant="align", benchmark=benchmark, kind=kind, prompts=prompts)
     s = summarize(traces, kind)
@@ -71,12 +75,12 @@ def run(params) -> None:
                 "(field 'solution' or 'steps'); allowed: a benchmark whose records carry solutions (toy, gsm8k, math, prm800k)"
             )
         evals = read_jsonl(paths.benchmark(cfg.eval_benchmark))[: cfg.eval_samples] if cfg.eval_samples else []
-        before = measure(params, model, str(base), evals, cfg.eval_benchmark) if evals else None
+        before = measure(params, model, str(base), evals, cfg.eval_benchmark, "base") if evals else None
         record = train_align(
             base, examples, cfg, out, threads=params.threads,
             checkpoint_dir=paths.cache_dir() / "align" / model, identity=checkpoint_identity(str(base)),
         )  # fmt: skip
-        after = measure(params, model, str(out), evals, cfg.eval_benchmark) if evals else None
+        after = measure(params, model, str(out), evals, cfg.eval_benchmark, "aligned") if evals else None
         metrics[model] = {
             "method": cfg.method,
             "examples": len(examples),

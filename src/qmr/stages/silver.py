@@ -41,7 +41,7 @@ def _teacher(params, model: str, variant: str):
 
         g = params.generate
         fp_path = str(paths.quantized_model(model, params.evaluate.reference))
-        backend = backend_from_config(g, fp_path)
+        backend = backend_from_config(g, fp_path, model=model, variant=params.evaluate.reference)  # (openai: a managed server stops at exit)
         identity = {"batch_size": g.batch_size, "threads": params.threads, "checkpoint": checkpoint_identity(fp_path)}
 
         def generate(prompts, progress=False, **sampling):
