@@ -17,9 +17,19 @@ def test_unknown_backend_names_the_key_and_the_choices():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
-def test_vllm_without_the_extra_says_which_extra():
-    with pytest.raises(MissingExtraError, match=r"pip install 'qmr\[vllm\]'"):
+def test_vllm_not_installed_points_to_the_openai_backend():
+    """vLLM cannot be a qmr extra (its pins conflict with llmcompressor's): the message says what to do instead."""
+    with pytest.raises(MissingExtraError, match=r"generate.backend: got 'vllm' but vllm is not installed .*'openai' with `vllm serve` in its own virtualenv"):
         backend_from_config(GenerateConfig(backend="vllm"), "models/none")
+
+
+def test_pyproject_has_no_vllm_extra():
+    from pathlib import Path
+
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert "vllm" not in project["optional-dependencies"]
 
 
 def test_vllm_on_cpu_is_a_params_problem():

@@ -39,7 +39,7 @@ BAD = [
     ("generate.benchmarks", ["test", "nope"], "generate.benchmarks[1]", "a key of benchmarks"),
     ("generate.max_new_tokens", 0, "generate.max_new_tokens", ">= 1"),
     ("generate.temperature", "hot", "generate.temperature", "a number"),
-    ("generate.backend", "vllm", "generate.backend", "qmr[vllm]"),
+    ("generate.backend", "vllm", "generate.backend", "its pins conflict with llmcompressor's"),
     ("models.toy.source", "s3", "models.toy.source", "'toy'"),
     ("models.big", {"source": "hub", "hub_id": "Qwen/Qwen2.5-0.5B-Instruct"}, "models.big.revision", "pinned revision"),
     ("base.toy.architecture", "gpt2", "base.toy.architecture", "'llama'"),

@@ -59,11 +59,13 @@ def _ran(result: subprocess.CompletedProcess) -> set[str]:
 # Declared params a stage may leave unread on this small run: each is read on another path.
 UNREAD_OK = {
     "judge": {"vote", "endpoints"},  # with judge.cheap_first only / llm judges naming an endpoint
-    "generate": {"generate.tensor_parallel_size"},  # vllm only
-    "align": {"generate.tensor_parallel_size"},
+    # vllm / openai backends only
+    "generate": {"generate.tensor_parallel_size", "generate.max_model_len", "generate.api", "generate.server"},
+    "align": {"generate.tensor_parallel_size", "generate.max_model_len", "generate.api", "generate.server"},
     "restore": {"quantize.calibration", "seed", "quantize.variants.${item.variant}", "models.${item.model}"},  # merge: requantize
     # silver reads the teacher's settings only when labels yield pairs to complete (none may, this small)
     "silver": {"generate.backend", "generate.device", "generate.batch_size", "generate.tensor_parallel_size",
+               "generate.max_model_len", "generate.api", "generate.server",
                "generate.max_new_tokens", "models.${item.model}", "recovery.dedupe", "endpoints",
                "judge.max_failed_share"},
     "reevaluate": {"seed", "threads"},  # read when a restored model generates (nothing trained: none does)

@@ -3,6 +3,8 @@
 - generation: batched vs one prompt at a time on the default model (tokens/s and their ratio);
 - judging: an `llm` judge at its configured concurrency vs sequentially against the loopback
   OpenAI-compatible server with added latency, then a re-run served from the cache;
+- openai generation: the `openai` backend at concurrency 32 vs 1 against the loopback server with
+  added latency (a stand-in for a served deployment), same prompts, same answers;
 - storage: bytes of the quantized Linear weights (W4A16 g128, W8A8 per channel) vs 16 bits, for the
   toy's checkpoints (measured on disk) and for the paper's models (computed from their architecture's
   parameter shapes on the meta device: nothing is downloaded);
@@ -118,6 +120,37 @@ def judge_speed(cases: list, tmp: Path, latency_s: float = 0.2, concurrency: int
     return out
 
 
+def openai_generation_speed(prompts: list[str], latency_s: float = 0.2, concurrency: int = 32, max_new_tokens: int = 80) -> dict:
+    """The `openai` backend generating ``prompts`` at ``concurrency`` vs one request at a time, against
+    the loopback server adding ``latency_s`` per request, run as a managed server in its own process
+    (as a deployment would be: it does not share this process's GIL); the answers must be the same."""
+    import sys
+
+    from qmr.generation.base import ServerSpec
+    from qmr.generation.openai_backend import OpenAIBackend
+
+    command = f"{sys.executable} -m qmr.devtools.openai_server --port {{port}} --latency {latency_s}"
+    out: dict = {"latency_s": latency_s}
+    texts = {}
+    for label, conc in (("concurrent", concurrency), ("sequential", 1)):
+        backend = OpenAIBackend("loopback", server=ServerSpec(command=command, concurrency=conc, ready_timeout_s=60), batch_size=64)
+        try:
+            backend.base_url()  # started and ready before the clock starts
+            t0 = time.perf_counter()
+            done = backend.generate(prompts, max_new_tokens=max_new_tokens, progress=False)
+            seconds = time.perf_counter() - t0
+        finally:
+            backend.close()
+        texts[label] = [c[0].text for c in done]
+        out[label] = {"prompts": len(prompts), "concurrency": conc, "requests": len(prompts), "seconds": round(seconds, 2),
+                      "requests_per_s": round(len(prompts) / seconds, 1)}  # fmt: skip
+        log.info("openai generation at concurrency %d: %.2f s", conc, seconds)
+    out["same_answers"] = texts["concurrent"] == texts["sequential"]
+    out["speedup"] = round(out["sequential"]["seconds"] / out["concurrent"]["seconds"], 2)
+    out["ideal"] = round(len(prompts) / math.ceil(len(prompts) / concurrency), 1)  # waves of `concurrency` requests
+    return out
+
+
 def kernel_speed(params_file: Path, steps: int = 300, repeats: int = 3) -> dict:
     """Toy base training for ``steps`` steps, pinned vs native kernels, alternating ``repeats`` times.
 
@@ -187,6 +220,15 @@ def render(results: dict) -> str:
                   f"| sequential | 1 | {j['sequential']['calls_made']} | {j['sequential']['seconds']} |",
                   f"| re-run from cache | — | {j['cached_rerun']['calls_made']} | {j['cached_rerun']['seconds']} |", "",
                   f"Concurrent / sequential: **{j['speedup']}×** faster.", ""]  # fmt: skip
+    o = results.get("openai")
+    if o:
+        c, q = o["concurrent"], o["sequential"]
+        lines += [f"## Generation through the `openai` backend ({c['prompts']} prompts; loopback server in its own process, {o['latency_s']} s added latency per request)", "",
+                  "| mode | concurrency | requests | seconds | requests/s |", "|---|---|---|---|---|",
+                  f"| concurrent | {c['concurrency']} | {c['requests']} | {c['seconds']} | {c['requests_per_s']} |",
+                  f"| sequential | 1 | {q['requests']} | {q['seconds']} | {q['requests_per_s']} |", "",
+                  f"Concurrent / sequential: **{o['speedup']}×** faster (ideal {o['ideal']}×: waves of {c['concurrency']}); "
+                  f"same answers: {o['same_answers']}.", ""]  # fmt: skip
     s = results.get("storage")
     if s:
         lines += ["## Quantized Linear weights vs 16 bits", "", "| model | Linear params | fp16 GB | W4A16 g128 GB | × | W8A8 GB | × |", "|---|---|---|---|---|---|---|"]

@@ -386,19 +386,21 @@ def ablation(ctx, model, variant, revs, num, out_stem):
     click.echo(text)
 
 
-BENCH_SECTIONS = ("generation", "judge", "storage", "kernels", "pipeline")
+BENCH_SECTIONS = ("generation", "judge", "openai", "storage", "kernels", "pipeline")
 
 
 @main.command()
 @click.option("--stage-log", type=click.Path(exists=True, dir_okay=False), help="a QMR_STAGE_LOG file from a `dvc repro` to break down per stage")
 @click.option("--prompts", default=200, show_default=True, help="test prompts for the generation comparison")
 @click.option("--cases", default=40, show_default=True, help="failure cases for the judging comparison")
+@click.option("--requests", "requests", default=128, show_default=True, help="prompts for the openai-backend concurrency comparison")
 @click.option("--out", "out_stem", default="bench/results", show_default=True, help="writes OUT.json and OUT.md")
 @click.option("--only", "sections", multiple=True, type=click.Choice(BENCH_SECTIONS),
               help="measure only these sections (repeatable); the others keep their earlier results in OUT.json")
 @click.pass_context
-def bench(ctx, stage_log, prompts, cases, out_stem, sections):
+def bench(ctx, stage_log, prompts, cases, requests, out_stem, sections):
     """Measure costs side by side on this machine: generation batching, judge concurrency and cache,
+    openai-backend generation at concurrency 32 vs 1 (loopback server, 200 ms per request),
     quantized storage (toy and paper-sized models), pinned vs native CPU kernels (toy base training),
     and per-stage time and memory of a pipeline run.
 
@@ -437,6 +439,11 @@ def bench(ctx, stage_log, prompts, cases, out_stem, sections):
         judge_cases = [case_from_dict(c) for c in read_jsonl(paths.cases(model, variant))[:cases]]
         with tempfile.TemporaryDirectory() as tmp:
             results["judge"] = b.judge_speed(judge_cases, Path(tmp))
+    if "openai" in run:
+        from qmr.toy.problems import generate_split
+
+        questions = [r["question"] for r in generate_split("test", requests, seed=params.seed)]
+        results["openai"] = b.openai_generation_speed([build_prompt(q) for q in questions], max_new_tokens=params.generate.max_new_tokens)
     if "storage" in run:
         results["storage"] = b.storage_table()
         results["toy_storage"] = b.toy_storage()

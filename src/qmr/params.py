@@ -259,7 +259,8 @@ class Params:
                 if fam not in FAMILIES:
                     out.append(Problem(f"recovery.exclude_families[{i}]", fam, "one of " + ", ".join(FAMILIES)))
         if self.generate.backend == "vllm" and importlib.util.find_spec("vllm") is None:
-            out.append(Problem("generate.backend", "vllm", "an installed backend: 'transformers' (install the extra `qmr[vllm]` for vllm)"))
+            out.append(Problem("generate.backend", "vllm", "an installed backend: 'transformers', or 'openai' with `vllm serve` in its "
+                               "own virtualenv (generate.server.command); vllm is no qmr extra: its pins conflict with llmcompressor's"))
         return out
 
 

@@ -151,6 +151,7 @@ def arithmetic_responder(request: dict[str, Any]) -> str:
 
 
 class _Server(ThreadingHTTPServer):
+    request_queue_size = 512  # listen backlog (socketserver's 5 drops connections beyond it: a 1 s SYN retry each)
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True

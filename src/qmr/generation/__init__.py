@@ -1,7 +1,10 @@
 """Generation backends, registered lazily by name (lm-evaluation-harness style).
 
 ``get_backend("transformers", model_path, ...)`` imports the backend module only when selected, so a
-missing optional extra (vLLM) is reported with the extra's name instead of an ImportError at start-up.
+missing optional package (vLLM, for the in-process backend) is reported in one line instead of an
+ImportError at start-up. vLLM is not a `qmr` extra: every release pins compressed-tensors/transformers
+versions that conflict with qmr's llmcompressor pins; the `openai` backend with ``vllm serve`` in its
+own virtualenv is the way to use it (README: "Evaluating a served deployment").
 """
 
 from __future__ import annotations
@@ -14,20 +17,24 @@ class MissingExtraError(UserError, RuntimeError):
     pass
 
 
+def missing_package_message(backend: str, package: str) -> str:
+    return (f"generate.backend: got {backend!r} but {package} is not installed in this environment; allowed: 'transformers', or "
+            f"'openai' with `{package} serve` in its own virtualenv (generate.server.command; README: \"Evaluating a served "
+            f"deployment\"), or install {package} here yourself (it is no qmr extra: its pins conflict with llmcompressor's)")
+
+
 def get_backend(name: str, model_path: str, **kwargs) -> Backend:
     import importlib.util
 
     BACKENDS.check(name)
     extra = EXTRAS.get(name)
     if extra and importlib.util.find_spec(extra) is None:  # backends import their library lazily
-        raise MissingExtraError(f"generate.backend: {name!r} needs the optional extra: pip install 'qmr[{extra}]'")
+        raise MissingExtraError(missing_package_message(name, extra))
     try:
         cls = BACKENDS.load(name)
     except ImportError as exc:
         if extra:
-            raise MissingExtraError(
-                f"generate.backend: {name!r} needs the optional extra: pip install 'qmr[{extra}]' ({exc})"
-            ) from None
+            raise MissingExtraError(f"{missing_package_message(name, extra)} ({exc})") from None
         raise
     return cls(model_path, **kwargs)
 

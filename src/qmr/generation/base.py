@@ -18,7 +18,7 @@ BACKENDS = Registry(
         "openai": "qmr.generation.openai_backend:OpenAIBackend",
     },
 )
-EXTRAS = {"vllm": "vllm"}  # backend -> the optional extra (and top-level package) it needs
+EXTRAS = {"vllm": "vllm"}  # backend -> the optional package it imports (installed by the user: no qmr extra)
 Backend_ = BACKENDS.literal()
 
 # What `generate.server.model` and `generate.server.served` may name, and what `generate.server.command` may use.
