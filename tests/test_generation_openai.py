@@ -62,7 +62,8 @@ def _load(params: dict, tmp: Path):
 
 def _run(root: Path, params: dict, *args: str, wait: bool = True, env: dict | None = None):
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "QMR_CACHE_DIR": str(root / ".qmr-cache"), "PYTHONUNBUFFERED": "1", **(env or {})}
+    (root / "tmp").mkdir(exist_ok=True)  # kept server logs land here, not in /tmp
+    env = {**os.environ, "QMR_CACHE_DIR": str(root / ".qmr-cache"), "PYTHONUNBUFFERED": "1", "TMPDIR": str(root / "tmp"), **(env or {})}
     cmd = [sys.executable, "-m", "qmr", *args, "generate", "--model", "toy", "--variant", "fp", "--benchmark", "test"]
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if not wait:
@@ -275,12 +276,13 @@ def test_managed_server_is_started_for_the_checkpoint_and_stopped(project, tmp_p
     try:
         done = backend.generate(["Question: 2 3"] * 5, progress=False)
         assert [c[0].text for c in done] == ["2 + 3 = 5\nThe answer is 5."] * 5
-        pid = backend._server.proc.pid
-        assert _alive(marker) == [pid]
+        server = backend._server
+        pid = server.proc.pid
+        assert _alive(marker) == [pid] and server.log_path.is_file()
         assert "--port" in (Path("/proc") / str(pid) / "cmdline").read_bytes().decode().replace("\0", " ")
     finally:
         backend.close()
-    assert _alive(marker) == []
+    assert _alive(marker) == [] and not server.log_path.exists()  # a clean stop leaves no log behind
 
 
 def test_qmr_generate_in_managed_mode_leaves_no_server_behind_even_when_killed(project):
@@ -308,9 +310,13 @@ def test_qmr_generate_in_managed_mode_leaves_no_server_behind_even_when_killed(p
         assert not out.exists()
 
 
-def test_managed_server_failures_are_one_line_naming_the_command_and_its_log(project, tmp_path):
+def test_managed_server_failures_are_one_line_naming_the_command_and_its_log(project, tmp_path, monkeypatch):
+    import tempfile
+
     from qmr.errors import UserError
     from qmr.generation.openai_backend import OpenAIBackend
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the kept logs
 
     broken = OpenAIBackend("models/x", server=ServerSpec(command=STUB + " --exit-code 3", ready_timeout_s=30))
     with pytest.raises(UserError, match=r"exited with code 3 before it was ready .*openai_server.*stub server: failing on purpose"):
@@ -321,6 +327,7 @@ def test_managed_server_failures_are_one_line_naming_the_command_and_its_log(pro
     with pytest.raises(UserError, match=r"did not answer .*/models within generate.server.ready_timeout_s=1.5 s"):
         slow.generate(["q"], progress=False)
     assert time.perf_counter() - t0 < 20 and _alive(marker) == []
+    assert len(list(tmp_path.glob("qmr-server-*.log"))) == 2  # a failed start keeps its log (the message names it)
     missing = OpenAIBackend("models/x", server=ServerSpec(command="/nonexistent/vllm serve {path}"))
     with pytest.raises(UserError, match=r"generate.server.command: cannot start '/nonexistent/vllm serve models/x'"):
         missing.generate(["q"], progress=False)

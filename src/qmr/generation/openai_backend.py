@@ -122,6 +122,7 @@ class OpenAIBackend:
         self.served = self.spec.served_name(model, variant)
         self.managed = bool(self.spec.command)
         self._server = None
+        self._failed = False
         self._max_new_tokens, self._max_model_len, self._tp = max_new_tokens, max_model_len, tensor_parallel_size
         register_env_secrets([self.spec.api_key_env])
         self.tokenizer = ChatMessage() if api == "chat" else self._load_tokenizer()
@@ -177,10 +178,11 @@ class OpenAIBackend:
         return self._server.url
 
     def close(self) -> None:
-        """Stop the managed server (no-op for an external one, or when already stopped)."""
+        """Stop the managed server (no-op for an external one, or when already stopped); its log is
+        kept when a request failed."""
         if self._server is not None:
             server, self._server = self._server, None
-            server.stop()
+            server.stop(keep_log=self._failed)
 
     # -- generation -----------------------------------------------------------------------------
     def _request(self, client, prompt: str, *, n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int) -> list[Completion]:
@@ -268,6 +270,7 @@ class OpenAIBackend:
                     bar.update(1)
                 submit()
         except BaseException:
+            self._failed = True
             for fut in running:
                 fut.cancel()
             client.close()  # in-flight requests end now instead of at their deadline

@@ -137,7 +137,7 @@ class ManagedServer:
         try:
             self._wait_ready()
         except BaseException:
-            self.stop()
+            self.stop(keep_log=True)
             raise
         return self.url
 
@@ -161,7 +161,8 @@ class ManagedServer:
                                 f"{self.ready_timeout_s:g} s ({self.shown()}); its log ({self.log_path}): {self.tail() or '(empty)'}")
             time.sleep(0.2)
 
-    def stop(self) -> None:
+    def stop(self, keep_log: bool = False) -> None:
+        """Stop the server's whole process group; its log file is removed unless ``keep_log``."""
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
             try:
@@ -186,13 +187,17 @@ class ManagedServer:
             signal.signal(signal.SIGTERM, self._old_sigterm)
             self._old_sigterm = None
         if self.log_path is not None and proc is not None:
-            log.info("generation server stopped (log: %s)", self.log_path)
+            if keep_log:
+                log.warning("generation server stopped; its log is kept: %s", self.log_path)
+            else:
+                log.info("generation server stopped")
+                self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> str:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.stop(keep_log=exc_type is not None)
 
 
 def threading_main() -> bool:
