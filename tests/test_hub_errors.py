@@ -115,25 +115,20 @@ def test_prepare_offline_with_an_empty_cache_is_one_line(paper, tmp_path):
 
 @pytest.mark.parametrize(("code", "says"), [("RevisionNotFound", "revision not found"), ("RepoNotFound", "not found on the hub"),
                                             ("GatedRepo", "is gated")])  # fmt: skip
-def test_hub_refusals_are_one_line_naming_key_repo_and_what_to_do(code, says, tmp_path):
+def test_hub_refusals_are_one_line_naming_key_repo_and_what_to_do(code, says, tmp_path, monkeypatch):
+    import huggingface_hub.constants as constants
+
     from qmr.hub import probe
 
     hub = FakeHub(code)
-    old = dict(os.environ)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # (read once, when huggingface_hub was imported)
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
     try:
-        os.environ.update({"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf")})
-        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-            os.environ.pop(name, None)
-        import huggingface_hub.constants as c
-
-        endpoint, c.ENDPOINT = c.ENDPOINT, hub.url
-        try:
-            line = probe("models.qwen2.5-0.5b-instruct", "Qwen/Qwen2.5-0.5B-Instruct", "deadbeef", "model")
-        finally:
-            c.ENDPOINT = endpoint
+        line = probe("models.qwen2.5-0.5b-instruct", "Qwen/Qwen2.5-0.5B-Instruct", "deadbeef", "model")
     finally:
-        os.environ.clear()
-        os.environ.update(old)
         hub.close()
     assert line is not None and "\n" not in line
     assert line.startswith("models.qwen2.5-0.5b-instruct: model 'Qwen/Qwen2.5-0.5B-Instruct' at revision 'deadbeef'")

@@ -28,7 +28,7 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def _workspace(tmp_path: Path, models: dict) -> Path:
     """A git + DVC workspace with this repository's code and dvc.yaml and the default params but ``models``."""
     work = tmp_path / "work"
-    work.mkdir()
+    work.mkdir(parents=True)
     shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
@@ -108,3 +108,24 @@ def test_stages_read_the_resolved_spec_and_name_a_missing_one(tmp_path, monkeypa
     assert load_spec("toy", {"toy": ModelSpec()}).source == "toy"
     with pytest.raises(UserError, match="allowed: toy"):
         load_spec("gpt2", {"toy": ModelSpec()})
+
+
+def test_every_preset_resolves_in_the_dvc_graph(tmp_path):
+    """Each preset, composed as a user would (its model name with dots), gives a graph whose every
+    params dep DVC can hash — the check `dvc repro` makes before it runs a stage."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    from qmr.presets import available, compose
+
+    for name in available(REPO / "presets"):
+        params = compose(name, REPO / "presets")
+        work = _workspace(tmp_path / name, params["models"])
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+        with Repo(str(work)) as repo:
+            stages = {stage.name: stage for stage in repo.index.stages}
+            assert f"base@{name}" in stages and f"generate@{name}-gptq-w4a16-gsm8k" in stages, name
+            for stage in stages.values():
+                for dep in stage.deps:
+                    if isinstance(dep, ParamsDependency):
+                        dep.get_hash()

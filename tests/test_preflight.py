@@ -93,3 +93,22 @@ def test_preflight_finds_an_unreachable_endpoint_a_missing_extra_and_no_gpu(pape
         (paper / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         out = _qmr(["params", "check"], paper)
         assert out.returncode == 2 and "generate.backend: got 'vllm'; allowed: an installed backend" in out.stderr
+
+
+def test_preflight_checks_the_generation_server(paper):
+    """`generate.backend: openai`: an external server is asked like a judge endpoint; a managed
+    server's program must exist."""
+    params = yaml.safe_load((paper / "params.yaml").read_text())
+    params["judge"]["variants"], params["recovery"]["variants"] = [], []  # (only the generation server here)
+    params["generate"]["backend"] = "openai"
+    params["generate"]["server"] = {"command": "/nonexistent/vllm serve {path} --port {port}"}
+    (paper / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _qmr(["params", "check", "--preflight"], paper, HF_HUB_OFFLINE="1")
+    assert out.returncode == 2 and "generate.server.command: program '/nonexistent/vllm' not found" in out.stderr, out.stderr
+    with OpenAIStubServer() as server:
+        params["generate"]["server"] = {"base_url": server.url, "api_key_env": "VLLM_KEY"}
+        (paper / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        missing = _qmr(["params", "check", "--preflight"], paper, HF_HUB_OFFLINE="1")
+        ok = _qmr(["params", "check", "--preflight"], paper, HF_HUB_OFFLINE="1", VLLM_KEY="sk-vllm-0123456789")
+    assert missing.returncode == 2 and "environment variable VLLM_KEY is not set; needed by generate.server (generate)" in missing.stderr
+    assert ok.returncode == 0 and "endpoint generate.server: answers" in ok.stdout, ok.stderr

@@ -452,8 +452,28 @@ def test_calibration_texts_follow_the_model_prompt_style(tmp_path):
     tok.chat_template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>"
     tok.save_pretrained(tmp_path / "chat")
     write_pointer(tmp_path / "ptr", str(tmp_path / "chat"))  # a pointer, as models/aligned/<m> may be
-    records = [{"question": "What is 2 + 3?", "solution": "2 + 3 = 5\nThe answer is 5."}]
+    records = [{"question": "What is 2 + 3?", "solution": "2 + 3 = 5\nThe answer is 5.", "answer": "5"}]
     (chat,) = calibration_texts(records, "chat", str(tmp_path / "ptr"))
     assert chat.startswith("<|user|>Solve the problem step by step.") and chat.endswith("<|assistant|>2 + 3 = 5\nThe answer is 5.")
     (plain,) = calibration_texts(records)
     assert plain == "Question: What is 2 + 3?\nAnswer:\n2 + 3 = 5\nThe answer is 5."
+
+
+def test_the_quantize_stage_keeps_wall_clock_out_of_the_checkpoint(tmp_path, monkeypatch):
+    """quantize.json is inside the checkpoint DVC hashes: with seconds in it, every re-run changed the
+    output and re-ran all generation after it. Timing goes to metrics/speed/quantize/<model>/<variant>.json."""
+    import json
+
+    from qmr.params import load_params
+    from qmr.stages import quantize
+
+    repo = Path(__file__).resolve().parents[1]
+    params = load_params(repo / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "aligned" / "toy").mkdir(parents=True)
+    (tmp_path / "models" / "aligned" / "toy" / "config.json").write_text("{}")
+    quantize.run(params, "toy", "fp")
+    stats = json.loads((tmp_path / "models" / "quantized" / "toy" / "fp" / "quantize.json").read_text())
+    assert not any("seconds" in k for k in stats), stats
+    speed = json.loads((tmp_path / "metrics" / "speed" / "quantize" / "toy" / "fp.json").read_text())
+    assert "seconds" in speed

@@ -47,7 +47,7 @@ def smoke_workspace(work: Path, preset: str, family: str, server_url: str) -> di
     """Compose ``preset`` with --smoke in a fresh DVC project at ``work``; returns the params written."""
     work.mkdir(parents=True)
     shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "presets"):
+    for name in ("dvc.yaml", "presets", "annotations"):  # (annotations/: where human verdicts go, as in a clone)
         (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, work / name)
     shutil.copytree(REPO / ".dvc" / "plots", work / "dvc-plots")
     assert _run(["git", "init", "-q"], work).returncode == 0

@@ -3,11 +3,12 @@
 Without downloading weights or calling a model it checks
 
 * **keys**: the API-key variable of every endpoint the DAG will call (llm judges of judged variants,
-  the silver teacher of restored variants, the generation endpoint) is set — and, with ``--reach``
+  the silver teacher of restored variants, the generation server) is set — and, with ``--reach``
   (default), that the endpoint answers ``GET /models`` with that key;
 * **extras**: the packages the params need are importable (``datasets`` for hub benchmarks, ``vllm``
   for the in-process vLLM backend, ``llmcompressor`` for GPTQ/AWQ/SmoothQuant);
-* **a GPU** where one is required (the vLLM backend, ``generate.device: cuda``);
+* **a GPU** where one is required (the vLLM backend, ``generate.device: cuda``), and the server
+  program of the `openai` backend's managed mode;
 * **the hub**: every hub model and dataset id resolves at its pinned revision, and gated ones are
   accessible (metadata only; skipped under HF_HUB_OFFLINE),
 
@@ -55,10 +56,25 @@ def endpoints_called(params) -> list[Endpoint]:
                 add(f"judge.judges.{name}", spec, f"judge.judges.{name}")
     if params.recovery.variants and params.recovery.teacher != "fp":
         add(f"endpoints.{params.recovery.teacher}", endpoints[params.recovery.teacher], "recovery.teacher")
-    gen_endpoint = getattr(params.generate, "endpoint", None)  # the `openai` generation backend
-    if params.generate.backend == "openai" and gen_endpoint and gen_endpoint in endpoints:
-        add(f"endpoints.{gen_endpoint}", endpoints[gen_endpoint], "generate.endpoint")
+    server = params.generate.server  # the `openai` generation backend, external mode
+    if params.generate.backend == "openai" and server.base_url:
+        add("generate.server", server, "generate")
     return list(found.values())
+
+
+def server_command_problems(params) -> list[str]:
+    """Managed mode of the `openai` backend: the server command's program must exist here."""
+    import shlex
+    import shutil
+
+    server = params.generate.server
+    if params.generate.backend != "openai" or not server.command:
+        return []
+    program = shlex.split(server.command)[0]
+    if shutil.which(program) is None:
+        return [f"generate.server.command: program {program!r} not found (not on PATH and not a file); allowed: the path of "
+                "the server's executable, e.g. .venv-vllm/bin/vllm"]  # fmt: skip
+    return []
 
 
 def check_endpoint(ep: Endpoint, reach: bool, timeout_s: float = 10.0) -> str | None:
@@ -94,7 +110,7 @@ def required_extras(params) -> dict[str, str]:
     methods = sorted({v.method for v in (params.quantize.variants or {}).values()} & {"gptq", "awq", "smoothquant"})
     if methods:
         need["llmcompressor"] = f"quantize methods {', '.join(methods)}"
-    if endpoints_called(params):
+    if endpoints_called(params) or params.generate.backend == "openai":
         need["openai"] = "the endpoints the DAG calls"
     return need
 
@@ -164,6 +180,7 @@ def preflight(params, reach: bool = True) -> tuple[list[str], list[str]]:
         if importlib.util.find_spec(package) is None:
             problems.append(f"package {package} is not installed; needed for {why}")
     problems += gpu_problems(params)
+    problems += server_command_problems(params)
     hub, notes = hub_problems(params)
     problems += hub
     lines += notes

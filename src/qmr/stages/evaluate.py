@@ -36,7 +36,6 @@ def run(params) -> None:
                 if k in qstats
             }
             metrics[model][variant] = entry
-            speed[model][variant]["quantize_seconds"] = qstats.get("seconds", 0.0)
             log.info("%s/%s: %s", model, variant, {b: entry[b]["accuracy"] for b in params.generate.benchmarks})
     write_json(paths.metrics("evaluate"), metrics)
     write_json(paths.speed("evaluate"), speed)
