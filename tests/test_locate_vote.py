@@ -156,6 +156,131 @@ def test_vote_details():
     )
 
 
+# --------------------------------------------------------------------------------------------------
+# specialists: a judge kind declares what it sees (judges.JUDGE_KINDS trait ``sees``)
+
+PE = "procedural_error"
+TOY = VoteSpec(baseline="ref", auxiliaries=["arith"], min_votes=1)  # the toy default's shape
+PAPER_ARITH = VoteSpec(baseline="b", auxiliaries=["a1", "a2", "a3", "arith"])
+KIND = {"ref": "reference", "arith": "arithmetic", "roll": "rollout", "b": "llm", "a1": "llm", "a2": "llm", "a3": "llm"}
+
+
+@pytest.fixture
+def step_only_kind(monkeypatch):
+    """A step-only judge kind (the coming ``rollout`` locator) in the registry's traits."""
+    from qmr.locate.judges import JUDGE_KINDS
+
+    monkeypatch.setitem(JUDGE_KINDS._traits, "rollout", {"sees": "step"})
+
+
+def _kinded(*votes, all_see=False):
+    """_by_judge with each judgment's kind from KIND (``all_see``: every kind ``llm``, the old protocol)."""
+    return {n: {**j, "kind": "llm" if all_see else KIND[n]} for n, j in _by_judge(*votes).items()}
+
+
+SPECIALIST_TABLE = [
+    # name, spec, votes, expected (rule, type, step), specialist's relation, rule when every judge sees all
+    ("later step than an unseen type", TOY, [("ref", LR, 2), ("arith", CE, 4)], ("unanimous", LR, 2), "later_step", "escalated"),
+    ("same step, unseen type", TOY, [("ref", CO, 2), ("arith", CE, 2)], ("unanimous", CO, 2), "unseen_type", "escalated"),
+    ("same step, same type", TOY, [("ref", CE, 2), ("arith", CE, 2)], ("unanimous", CE, 2), "same", "unanimous"),
+    ("earlier step disagrees", TOY, [("ref", LR, 3), ("arith", CE, 1)], ("escalated", None, None), "differs", "escalated"),
+    ("later step than a type it sees", TOY, [("ref", CE, 2), ("arith", CE, 4)], ("escalated", None, None), "differs", "escalated"),
+    ("error against no_error", TOY, [("ref", "no_error", None), ("arith", CE, 3)], ("escalated", None, None), "differs", "escalated"),
+    ("no error, unseen type", TOY, [("ref", CO, 2), ("arith", "no_error", None)], ("unanimous", CO, 2), "unseen_type", "escalated"),
+    ("no error against a type it sees", TOY, [("ref", CE, 2), ("arith", "no_error", None)], ("escalated", None, None), "differs", "escalated"),
+    (
+        "paper thresholds: a consistent specialist counts",
+        PAPER_ARITH,
+        [("b", LR, 2), ("a1", LR, 2), ("a2", LR, 2), ("a3", PE, 2), ("arith", CE, 5)],
+        ("threshold", LR, 2), "later_step", "escalated",
+    ),
+    (
+        "plurality anchor among all-seeing judges",
+        VoteSpec("b", ["a1", "arith"], min_votes=2),
+        [("b", "abstain"), ("a1", LR, 2), ("arith", CE, 4)],
+        ("unanimous", LR, 2), "later_step", "escalated",
+    ),
+    (
+        "match type: an unseen type at any step",
+        VoteSpec("ref", ["arith"], min_votes=1, match="type"),
+        [("ref", LR, 2), ("arith", CE, 1)],
+        ("unanimous", LR, 2), "unseen_type", "escalated",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name, vs, votes, expected, rel, all_seeing_rule", SPECIALIST_TABLE, ids=[r[0] for r in SPECIALIST_TABLE]
+)
+def test_vote_with_specialists(name, vs, votes, expected, rel, all_seeing_rule):
+    lab = vote_case(_kinded(*votes), vs, case_id="c1", variant="w4")
+    assert (lab["rule"], lab["primary_error_type"], lab["error_step"]) == expected
+    assert lab["relations"]["arith"] == rel
+    # the same votes from judges that all see everything: the paper's rules, as before
+    assert vote_case(_kinded(*votes, all_see=True), vs)["rule"] == all_seeing_rule
+
+
+def test_consistent_specialist_adds_no_confidence_and_no_step():
+    lab = vote_case(
+        {"ref": {**judgment("ref", LR, 2, confidence=0.6), "kind": "reference"}, "arith": {**judgment("arith", CE, 4, confidence=0.95), "kind": "arithmetic"}},
+        TOY,
+    )  # fmt: skip
+    assert lab["agree"] == 2 and lab["confidence"] == 0.6 and lab["error_step"] == 2
+    # a lone judge with min_votes 2 still escalates: a specialist's silence is no vote
+    lab = vote_case(_kinded(("ref", LR, 2), ("arith", "abstain")), VoteSpec("ref", ["arith"]))
+    assert lab["rule"] == "escalated" and lab["speakers"] == 1
+
+
+def test_step_only_judge(step_only_kind):
+    from qmr.locate.judges import sight_of, speaks
+
+    typeless = {**judgment("roll", None, 2), "kind": "rollout"}
+    assert sight_of("rollout") == "step" and sight_of("arithmetic") == "computational" and sight_of("nope") == "all"
+    assert speaks(typeless) and not speaks({**typeless, "kind": "llm"})  # a typeless llm reply is no vote
+    spec = VoteSpec("ref", ["roll"], min_votes=1)
+    for step, rule, rel in ((2, "unanimous", "same_step"), (3, "escalated", "differs"), (1, "escalated", "differs")):
+        lab = vote_case({"ref": {**judgment("ref", LR, 2), "kind": "reference"}, "roll": {**typeless, "error_step": step}}, spec)
+        assert (lab["rule"], lab["relations"]["roll"]) == (rule, rel), step
+        assert lab["votes"]["roll"] == "step_only"
+    # a step-only judge with a type from a classifier agrees on the step whatever the type
+    lab = vote_case({"ref": {**judgment("ref", LR, 2), "kind": "reference"}, "roll": {**judgment("roll", CE, 2), "kind": "rollout"}}, spec)
+    assert lab["rule"] == "unanimous" and lab["primary_error_type"] == LR
+    # a step-only anchor takes its type from the typed judges at its step (earliest precedence)
+    spec = VoteSpec("roll", ["ref", "arith"], min_votes=2)
+    votes = {"roll": typeless, "ref": {**judgment("ref", LR, 2), "kind": "reference"}, "arith": {**judgment("arith", CE, 2), "kind": "arithmetic"}}
+    lab = vote_case(votes, spec)
+    assert (lab["rule"], lab["primary_error_type"], lab["category"], lab["error_step"]) == ("unanimous", LR, "RE", 2)
+    assert lab["relations"] == {"roll": "same", "ref": "same_step", "arith": "same_step"}
+    votes["ref"] = {**judgment("ref", CO, 1), "kind": "reference"}  # an earlier error: disagrees
+    assert vote_case(votes, spec)["rule"] == "escalated"
+    # no_error from a step-only judge against an error
+    votes = {"ref": {**judgment("ref", LR, 2), "kind": "reference"}, "roll": {**judgment("roll", "no_error"), "kind": "rollout"}}
+    assert vote_case(votes, VoteSpec("ref", ["roll"], min_votes=1))["rule"] == "escalated"
+
+
+def test_every_judge_kind_declares_what_it_sees():
+    from qmr.locate.judges import JUDGE_KINDS, SIGHTS
+
+    for kind in JUDGE_KINDS:
+        assert JUDGE_KINDS.trait(kind, "sees") in SIGHTS, kind
+    assert JUDGE_KINDS.trait("arithmetic", "sees") == "computational"
+
+
+def test_vote_on_corrupted_toy_traces():
+    """Real reference + arithmetic judges on toy traces with known first errors (tests/toy_vote_eval.py):
+    the ensemble is no worse than its best member and escalates less than when every judge counts as
+    seeing all types."""
+    from toy_vote_eval import corrupted_cases, evaluate
+
+    res = evaluate(corrupted_cases(200, seed=1))
+    before, after = res["before"], res["after"]
+    best = max(v for k, v in after["step_accuracy"].items() if k != "ensemble")
+    assert after["step_accuracy"]["ensemble"] >= best
+    assert before["step_accuracy"]["ensemble"] < best and before["escalated"] > 0
+    assert after["escalated"] < before["escalated"]
+    assert after["step_accuracy"]["reference"] == before["step_accuracy"]["reference"]
+
+
 def test_audit_draw():
     labels = [{"id": f"c{i}", "variant": "w4", "rule": "unanimous"} for i in range(100)]
     labels += [{"id": f"e{i}", "variant": "w4", "rule": "escalated"} for i in range(10)]

@@ -11,6 +11,10 @@ suggests the nearest ("did you mean ...").
 Adding, say, a judge kind is one module plus one table entry::
 
     JUDGE_KINDS = Registry("judge.judges.<name>.kind", {..., "mykind": "qmr.locate.mykind:MyJudge"})
+
+An entry may carry **traits**: small facts about it that callers need without importing it (a judge
+kind's ``sees``: which errors it can see, read by the vote). ``traits={"mykind": {"sees": "step"}}``;
+`Registry.trait` returns one (a default for names without it).
 """
 
 from __future__ import annotations
@@ -25,12 +29,16 @@ from qmr.errors import UserError, did_you_mean
 class Registry(Mapping[str, str]):
     """An ordered table ``name -> "module:attribute"`` for the params key ``key``."""
 
-    def __init__(self, key: str, entries: dict[str, str]):
+    def __init__(self, key: str, entries: dict[str, str], traits: dict[str, dict[str, Any]] | None = None):
         for name, target in entries.items():
             if target.count(":") != 1:
                 raise ValueError(f"registry {key}: {name} -> {target!r}; allowed: 'module:attribute'")
+        stray = sorted(set(traits or {}) - set(entries))
+        if stray:
+            raise ValueError(f"registry {key}: traits for {', '.join(stray)}; allowed: names of the table")
         self.key = key
         self._entries = dict(entries)
+        self._traits = {name: dict(t) for name, t in (traits or {}).items()}
 
     def __getitem__(self, name: str) -> str:
         return self._entries[name]
@@ -43,6 +51,10 @@ class Registry(Mapping[str, str]):
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)
+
+    def trait(self, name: str, trait: str, default: Any = None) -> Any:
+        """The entry's ``trait`` (e.g. a judge kind's ``sees``), ``default`` when it has none or is unknown."""
+        return self._traits.get(name, {}).get(trait, default)
 
     def literal(self) -> Any:
         """``Literal[<names>]``: the params field type, so validation lists exactly this table."""

@@ -23,11 +23,24 @@ from typing import Any, Protocol
 from qmr.config import Problem, field
 from qmr.endpoints import CONNECTION_FIELDS, EndpointSpec
 from qmr.locate.cases import Case, input_hash
+from qmr.locate.taxonomy import TYPES
 from qmr.registry import Registry
 
 log = logging.getLogger(__name__)
 
-# Judge kinds: name -> a factory ``(name, spec) -> Judge``, imported when a judge of that kind is built.
+#: What a judge kind can see (its ``sees`` trait), with the error types it detects. The vote reads it
+#: (`qmr.locate.vote`): a specialist's silence or later finding does not contradict an earlier error of
+#: a type it cannot see. ``all``: every type; ``computational``: only computational errors (the
+#: ``arithmetic`` judge); ``step``: every error, but only where it is, not its type (a step-only judge
+#: such as a rollout locator; its judgment may carry no type, and it is compared on the step).
+SIGHTS: dict[str, tuple[str, ...]] = {
+    "all": TYPES,
+    "computational": ("computational_error",),
+    "step": TYPES,
+}
+
+# Judge kinds: name -> a factory ``(name, spec) -> Judge``, imported when a judge of that kind is built;
+# the trait ``sees`` (a key of SIGHTS, default ``all``) says which errors the kind can see.
 JUDGE_KINDS = Registry(
     "judge.judges.<name>.kind",
     {
@@ -35,8 +48,20 @@ JUDGE_KINDS = Registry(
         "reference": "qmr.locate.offline:reference_judge",
         "llm": "qmr.locate.llm:LLMJudge",
     },
+    traits={
+        "arithmetic": {"sees": "computational"},
+        "reference": {"sees": "all"},
+        "llm": {"sees": "all"},
+    },
 )
 JudgeKind = JUDGE_KINDS.literal()
+
+
+def sight_of(kind: str | None) -> str:
+    """What a judge of ``kind`` can see: a key of `SIGHTS` (``all`` for a kind the table does not know,
+    e.g. judgments written before the kind was registered)."""
+    sight = JUDGE_KINDS.trait(kind, "sees", "all") if isinstance(kind, str) else "all"
+    return sight if sight in SIGHTS else "all"
 
 TEMPLATE_PACKAGE = "qmr.locate.templates"
 
@@ -164,13 +189,13 @@ def make_judgment(case: Case, judge: Judge, **fields: Any) -> dict[str, Any]:
 
 
 def speaks(judgment: dict[str, Any] | None) -> bool:
-    """Does this judgment count as a vote? (present, valid, not abstaining, with a type)."""
-    return (
-        judgment is not None
-        and bool(judgment.get("valid"))
-        and not judgment.get("abstain")
-        and judgment.get("primary_error_type") is not None
-    )
+    """Does this judgment count as a vote? (present, valid, not abstaining, with a type — or, for a
+    step-only judge kind (``sees: step``), with a type or a step)."""
+    if judgment is None or not judgment.get("valid") or judgment.get("abstain"):
+        return False
+    if judgment.get("primary_error_type") is not None:
+        return True
+    return judgment.get("error_step") is not None and sight_of(judgment.get("kind")) == "step"
 
 
 def build_judge(name: str, spec: JudgeSpec, endpoints: dict | None = None) -> Judge:

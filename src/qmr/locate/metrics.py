@@ -159,7 +159,7 @@ def vote_metrics(
     # agreement
     votes: dict[str, dict[str, str]] = defaultdict(dict)  # case -> judge -> type
     for j in judgments:
-        if speaks(j):
+        if speaks(j) and j["primary_error_type"] is not None:  # a typeless step-only vote has no type to agree on
             votes[str(j["id"])][j["judge"]] = j["primary_error_type"]
     names = sorted(by_judge)
     pairwise: dict[str, Any] = {}

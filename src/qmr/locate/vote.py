@@ -9,9 +9,23 @@ Agreement is on ``(type, step)`` by default (``match: type_step``): "the same fi
 same step and the same type. With ``match: type`` only the type must agree and the label takes the
 earliest step among the agreeing judges.
 
-The **anchor** is the baseline's vote. If the baseline does not speak, the anchor is the plurality
-vote of the speakers (ties: earliest-precedence type, then earliest step) and the label says
-``anchor: "plurality"``. ``agree`` counts the speakers voting like the anchor (the anchor included).
+**Specialists.** A judge kind declares what it can see (its ``sees`` trait in
+`qmr.locate.judges.JUDGE_KINDS`): every type (``all``: ``reference``, ``llm``), only computational errors
+(``computational``: ``arithmetic``), or only the step (``step``: a step-only locator, whose vote may carry
+no type and shows as ``"step_only"`` in ``votes``). Judges that see all are compared exactly as above. A
+specialist agrees with the anchor when its finding is *consistent* with it (`relation`): the same vote;
+a later step than the anchor's when the anchor's type is one it cannot see (the anchor's error comes
+first and is invisible to it); the anchor's step, or "no error", when the anchor's type is one it cannot
+see; a step-only judge at the anchor's step. An earlier error than the anchor's still disagrees. The
+label records each speaker's ``relations`` to the anchor (``same``, ``later_step``, ``unseen_type``,
+``same_step`` or ``differs``); type, step and confidence come from the anchor and the judges that vouch
+for it (``same``/``same_step``), never from a merely consistent finding. A typeless (step-only) anchor
+takes its type from the typed judges at its step (earliest precedence; None when there are none).
+
+The **anchor** is the baseline's vote. If the baseline does not speak, the anchor is the vote that
+most speakers agree with — with judges that see all, the plurality vote — (ties: earliest-precedence
+type, then earliest step) and the label says ``anchor: "plurality"``. ``agree`` counts the speakers
+agreeing with the anchor (the anchor included).
 
 Rules, with N = 1 + len(auxiliaries) judges and ``threshold`` t (default ``ceil(0.75 N)``: 4 of 5 —
 the paper's "baseline + 3 of 4 auxiliaries"; 3 of 4; 3 of 3; 2 of 2):
@@ -25,8 +39,8 @@ the paper's "baseline + 3 of 4 auxiliaries"; 3 of 4; 3 of 3; 2 of 2):
 - otherwise -> ``escalated`` (rule 3), needs two humans.
 
 Label: ``id, variant, sample, primary_error_type, category, error_step, rule, votes{judge: type |
-"abstain" | "invalid"}, steps{judge: step}, needs_human, audit, anchor, agree, speakers, threshold
-(the effective one), confidence`` (mean over the agreeing judges), ``proposal``.
+"abstain" | "invalid"}, steps{judge: step}, relations{speaker: relation}, needs_human, audit, anchor, agree, speakers, threshold
+(the effective one), confidence`` (mean over the judges that vouch for the anchor), ``proposal``.
 
 An escalated label carries no type/step (``primary_error_type: None``) and shows the machine's
 ``proposal``; it gets a value only from a human verdict (rule ``human``). A ``no_error`` consensus is
@@ -41,13 +55,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from qmr.config import SEED_MAX, Problem, field
-from qmr.locate.judges import speaks
-from qmr.locate.taxonomy import NO_ERROR, category_of, rank
+from qmr.locate.judges import SIGHTS, sight_of, speaks
+from qmr.locate.taxonomy import NO_ERROR, TYPES, category_of, earliest, rank
 
 # The one home of the vote's rule names: the machine accepts by unanimity or threshold; a human verdict
 # also decides; everything else is undecided.
@@ -112,7 +125,10 @@ class VoteSpec:
         return out
 
 
-Vote = tuple[str, int | None]
+Vote = tuple[str | None, int | None]
+
+#: how a speaker's vote stands to the anchor's: it agrees (the first four) or it does not
+RELATIONS = ("same", "later_step", "unseen_type", "same_step", "differs")
 
 
 def _vote_of(j: dict[str, Any]) -> Vote:
@@ -121,7 +137,54 @@ def _vote_of(j: dict[str, Any]) -> Vote:
 
 
 def _tie_key(v: Vote) -> tuple[int, int]:
-    return (rank(v[0]), v[1] if v[1] is not None else 10**9)
+    return (rank(v[0]) if v[0] is not None else len(TYPES) + 1, v[1] if v[1] is not None else 10**9)
+
+
+def relation(vote: Vote, anchor: Vote, sees: str = "all", match: str = "type_step") -> str:
+    """How ``vote``, from a judge that sees ``sees`` (a key of `SIGHTS`), stands to ``anchor``.
+
+    A judge that sees every type (``all``) is compared as in the paper: ``same`` when the votes match
+    (``match``), else ``differs``. A specialist's finding is *consistent* with an anchor error it could
+    not have seen:
+
+    - ``later_step``: an error at a later step than the anchor's, of a type the anchor's is not among
+      the specialist's (``arithmetic`` finds a slip at step 5; the anchor's contextual oversight at
+      step 2 comes first and is invisible to it);
+    - ``unseen_type``: an error at the anchor's step, or "no error", when the anchor's type is one it
+      cannot see;
+    - ``same_step``: a step-only judge (``step``) at the anchor's step, or any judge at the step of a
+      typeless (step-only) anchor.
+
+    Anything else ``differs``: an earlier error than the anchor's, an error when the anchor says
+    ``no_error``, a different type it can see at the same step, a "no error" against an error it can
+    see.
+    """
+    if vote == anchor:
+        return "same"
+    if sees == "all" and vote[0] is not None and anchor[0] is not None:
+        same = vote == anchor if match == "type_step" else vote[0] == anchor[0]
+        return "same" if same else "differs"
+    seen = SIGHTS.get(sees, TYPES)
+    (vt, vs), (at, as_) = vote, anchor
+    if at == NO_ERROR or vt == NO_ERROR:
+        if vt == at:
+            return "same"
+        return "unseen_type" if vt == NO_ERROR and at is not None and at not in seen else "differs"
+    # both found an error; the anchor's type is None for a step-only anchor
+    typeless = sees == "step" or vt is None or at is None
+    if not typeless and (match == "type" or vs is None or as_ is None):  # compare the types only
+        return "same" if vt == at else ("unseen_type" if at not in seen else "differs")
+    if vs is None or as_ is None:
+        return "differs"
+    if vs == as_:
+        if typeless:
+            return "same_step"
+        if at not in seen:
+            return "unseen_type"
+        return "same" if vt == at else "differs"
+    if vs > as_ and sees != "step" and at is not None and at not in seen:
+        return "later_step"
+    return "differs"
 
 
 def vote_case(
@@ -130,13 +193,15 @@ def vote_case(
     case_id: str | None = None,
     variant: str | None = None,
 ) -> dict[str, Any]:
-    """The label of one case from its judges' judgments (keyed by judge name; extra judges ignored)."""
+    """The label of one case from its judges' judgments (keyed by judge name; extra judges ignored).
+    What each judge can see comes from its judgment's ``kind`` (`qmr.locate.judges.sight_of`)."""
     any_j = next(iter(judgments_by_judge.values()), {})
     case_id = case_id if case_id is not None else any_j.get("id")
     variant = variant if variant is not None else any_j.get("variant")
     votes: dict[str, str] = {}
     steps: dict[str, int | None] = {}
     speakers: dict[str, Vote] = {}
+    sight: dict[str, str] = {}
     confidences: dict[str, float | None] = {}
     for name in spec.judges:
         j = judgments_by_judge.get(name)
@@ -145,15 +210,16 @@ def vote_case(
         if speaks(j):
             v = _vote_of(j)
             speakers[name] = v
-            votes[name] = v[0]
+            sight[name] = sight_of(j.get("kind"))
+            votes[name] = v[0] if v[0] is not None else "step_only"
             steps[name] = v[1]
             confidences[name] = j.get("confidence_score")
         else:
             votes[name] = "invalid" if not j.get("valid") else "abstain"
             steps[name] = None
 
-    def same(a: Vote, b: Vote) -> bool:
-        return a == b if spec.match == "type_step" else a[0] == b[0]
+    def support(candidate: Vote) -> int:
+        return sum(relation(v, candidate, sight[n], spec.match) != "differs" for n, v in speakers.items())
 
     n_speak = len(speakers)
     t = spec.threshold_value
@@ -163,11 +229,14 @@ def vote_case(
     if spec.baseline in speakers:
         anchor_name, anchor = spec.baseline, speakers[spec.baseline]
     elif speakers:
-        keyed = Counter(v if spec.match == "type_step" else (v[0], None) for v in speakers.values())
-        best = max(keyed.values())
-        anchor = min((v for v, c in keyed.items() if c == best), key=_tie_key)
+        # the vote most speakers agree with (judges that see all: the plurality vote)
+        candidates = {v if spec.match == "type_step" or v[0] is None else (v[0], None) for v in speakers.values()}
+        backing = {v: support(v) for v in candidates}
+        best = max(backing.values())
+        anchor = min((v for v, c in backing.items() if c == best), key=_tie_key)
         anchor_name = "plurality"
-    agreeing = [n for n, v in speakers.items() if anchor is not None and same(v, anchor)]
+    relations = {n: relation(v, anchor, sight[n], spec.match) for n, v in speakers.items()} if anchor else {}
+    agreeing = [n for n, r in relations.items() if r != "differs"]
     agree = len(agreeing)
     if n_speak == 0:
         rule = "abstain_all"
@@ -180,16 +249,22 @@ def vote_case(
     else:
         rule = "escalated"
     accepted = rule in MACHINE_ACCEPTED
+    # the judges that vouch for the anchor itself (not only do not contradict it)
+    backers = [n for n in agreeing if relations[n] in ("same", "same_step")]
     etype: str | None = None
     step: int | None = None
     if anchor is not None:
         etype = anchor[0]
+        if etype is None:  # a step-only anchor: the type comes from the typed judges at its step
+            etype = earliest(
+                speakers[n][0] for n in backers if speakers[n][0] not in (None, NO_ERROR)
+            )
         if spec.match == "type_step" or etype == NO_ERROR:
             step = anchor[1]
         else:
-            agreeing_steps = [speakers[n][1] for n in agreeing if speakers[n][1] is not None]
-            step = min(agreeing_steps) if agreeing_steps else None
-    confs = [confidences[n] for n in agreeing if confidences.get(n) is not None]
+            agreeing_steps = [speakers[n][1] for n in backers if speakers[n][1] is not None]
+            step = min(agreeing_steps) if agreeing_steps else anchor[1]
+    confs = [confidences[n] for n in backers if confidences.get(n) is not None]
     sample = next((j.get("sample") for j in judgments_by_judge.values() if j.get("sample") is not None), None)
     label: dict[str, Any] = {
         "id": case_id,
@@ -201,6 +276,7 @@ def vote_case(
         "rule": rule,
         "votes": votes,
         "steps": steps,
+        "relations": relations,
         "needs_human": not accepted,
         "audit": False,
         "anchor": anchor_name,
