@@ -578,6 +578,9 @@ def test_judge_bench(tmp_path):
         "correct_accuracy": 1.0,
         "f1": 1.0,
         "no_prediction": 0,
+        "abstained": 0,
+        "invalid": 0,
+        "escalated": 0,
     }
     a = out["judges"]["arith"]
     assert (a["error_accuracy"], a["correct_accuracy"], a["f1"]) == (0.5, 1.0, 0.6667)

@@ -14,6 +14,8 @@ Formats (``benchmarks.<name>.format``; ``auto`` guesses from the fields):
   per rated step -> one record per problem whose labelled path reaches the right answer with no step
   rated -1, with its human-rated ``steps`` (the format-alignment data of the paper, §3.1.2)
 - ``toy``: already in the record schema
+- ``records``: any benchmark already normalized to the record schema (a ``prepare`` output such as
+  data/benchmarks/gsm8k.jsonl: ``id, source, question, answer`` with no ``####``), kept as is
 
 ``size`` (non-toy sources) keeps a seeded sample of that many records, not the first rows: stratified
 by ``subject`` when the records have one (each subject its proportional share, largest remainders
@@ -37,7 +39,7 @@ _MMLU_FILE = re.compile(r"^(?P<subject>[a-z0-9_]+?)_(?:test|dev|val|validation|t
 MMLU_HEADER = "The following is a multiple choice question about {subject}."
 
 
-def _read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path) -> list[dict]:
     """The raw rows of one local file; any unreadable file is a DataFileError naming it."""
     from qmr.io import read_text_file
 
@@ -83,6 +85,8 @@ def _guess_format(row: dict) -> str:
         return "prm800k"
     if "plan" in row:
         return "toy"
+    if {"id", "source", "question", "answer"} <= set(row) and "####" not in str(row["answer"]):
+        return "records"
     if "choices" in row or "_csv" in row:
         return "mmlu"
     if "question" in row and isinstance(row.get("answer"), str) and "####" in row["answer"]:
@@ -130,6 +134,7 @@ FORMATS = Registry(
         "aime": "qmr.benchmarks:aime_record",
         "mmlu": "qmr.benchmarks:mmlu_record",
         "prm800k": "qmr.benchmarks:as_is",  # rows are grouped into records by `prm800k_solutions` first
+        "records": "qmr.benchmarks:as_is",  # already normalized (a `prepare` output)
     },
 )
 
@@ -148,7 +153,7 @@ def _need(row: dict, key: str, index: int, fmt: str):
 
 
 def as_is(row: dict, name: str, index: int) -> dict:
-    """``toy`` (and grouped ``prm800k``) rows are already records."""
+    """``toy``, ``records`` (and grouped ``prm800k``) rows are already records."""
     return row
 
 
@@ -262,10 +267,17 @@ def load_benchmark(spec, name: str, seed: int = 0) -> list[dict]:
         files = sorted(path.glob("*.csv")) + sorted(path.glob("*.jsonl")) + sorted(path.glob("*.parquet")) if path.is_dir() else [path]
         rows, where = [], str(path)
         for f in files:
-            rows.extend(_read_rows(f))
+            rows.extend(read_rows(f))
     if not rows:
         raise DataFileError(f"{where}: no records" + (" (a folder without .csv, .jsonl or .parquet files)" if spec.source != "hub" and Path(spec.path).is_dir() else ""))
-    fmt = spec.format if spec.format != "auto" else _guess_format(rows[0])
+    records, _ = normalize_rows(rows, spec.format, name, where)
+    return sample_records(records, spec.size, seed, name)
+
+
+def normalize_rows(rows: list[dict], fmt: str, name: str, where: str) -> tuple[list[dict], str]:
+    """Raw rows of one benchmark -> (records in the record schema, the format used: ``fmt``, or the
+    guessed one for ``auto``); a bad row is a DataFileError naming ``where``, the record and the field."""
+    fmt = fmt if fmt != "auto" else _guess_format(rows[0])
     if fmt == "prm800k":
         try:
             rows = prm800k_solutions(rows, name)
@@ -292,4 +304,4 @@ def load_benchmark(spec, name: str, seed: int = 0) -> list[dict]:
         if n > 1:
             rec["id"] = f"{rec['id']}-{n}"
         records.append(rec)
-    return sample_records(records, spec.size, seed, name)
+    return records, fmt

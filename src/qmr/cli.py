@@ -258,17 +258,21 @@ def report(ctx):
 @main.command("judge-bench")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--judges", "names", default="", help="comma-separated judge names from params (default: all)")
-@click.option("--gold", "gold_file", type=click.Path(exists=True, dir_okay=False), help="benchmark JSONL to attach gold solutions from (matched by problem text)")
+@click.option("--gold", "gold_file", type=click.Path(exists=True, dir_okay=False), help="benchmark file (jsonl/json/csv/parquet, read by the benchmark loaders) to attach gold answers and solutions from (matched by problem text)")
+@click.option("--gold-format", default="auto", show_default=True, help="format of the --gold file: auto (detected from its fields) or one of the benchmark formats (gsm8k, math, aime, mmlu, prm800k, toy, records)")
 @click.option("--no-ensemble", is_flag=True, help="score judges only, not the voting ensemble")
 @click.option("--json", "as_json", type=click.Path(dir_okay=False), help="also write the scores as JSON here")
 @click.pass_context
-def judge_bench_cmd(ctx, file, names, gold_file, no_ensemble, as_json):
+def judge_bench_cmd(ctx, file, names, gold_file, gold_format, no_ensemble, as_json):
     """Score the configured judges (and the vote ensemble) on FILE in ProcessBench format.
 
     FILE is a JSON list of {id, problem, steps: [str], final_answer_correct, label} where label is the
     0-based index of the first wrong step or -1. Prints ProcessBench's metrics per judge: accuracy on
-    erroneous samples, accuracy on correct samples, and their harmonic mean (F1).
-    `qmr processbench-from-prm800k OUT --source FILE` converts PRM800K step ratings into such a file.
+    erroneous samples, accuracy on correct samples, and their harmonic mean (F1); then abstentions,
+    invalid replies and escalations. A judge that abstains on every item is warned about (and listed
+    under "warnings" in --json). `qmr processbench-from-published OUT --source FILE` converts
+    ProcessBench's published files, `qmr processbench-from-prm800k OUT --source FILE` PRM800K step
+    ratings.
     """
     from qmr.io import write_json
     from qmr.locate.judge_bench import format_scores, judge_bench_from_params
@@ -278,12 +282,32 @@ def judge_bench_cmd(ctx, file, names, gold_file, no_ensemble, as_json):
     setup_logging(ctx.obj.get("verbose", False))
     params = load_params(ctx.obj["params"])
     chosen = [n.strip() for n in names.split(",") if n.strip()]
-    scores = judge_bench_from_params(params, file, chosen, gold_file=gold_file, ensemble=not no_ensemble)
+    scores = judge_bench_from_params(
+        params, file, chosen, gold_file=gold_file, ensemble=not no_ensemble, gold_format=gold_format
+    )
     if gold_file:
-        click.echo(f"attached gold solutions to {scores['gold_attached']}/{scores['items']} items", err=True)
+        click.echo(
+            f"attached gold solutions to {scores['gold_attached']}/{scores['items']} items "
+            f"(--gold read as format {scores['gold_format']})",
+            err=True,
+        )
     click.echo("\n".join(format_scores(scores)))
     if as_json:
         write_json(as_json, scores)
+
+
+@main.command("processbench-from-published")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--source", type=click.Path(exists=True, dir_okay=False), required=True, help="a published ProcessBench split: <split>.json from the hub dataset Qwen/ProcessBench, or its parquet / JSON-lines copy")
+@click.option("--split", default=None, help="the split's name for the items' source (gsm8k, math, olympiadbench, omnimath; default: from the ids)")
+def processbench_from_published_cmd(out, source, split):
+    """Convert a published ProcessBench split into the ProcessBench-format file OUT that `qmr judge-bench` reads."""
+    from qmr.processbench import processbench_from_published, read_published, write_processbench
+
+    items = processbench_from_published(read_published(source), split=split, source=source)
+    write_processbench(out, items)
+    n_err = sum(it["label"] >= 0 for it in items)
+    click.echo(f"{out}: {len(items)} items ({n_err} with an error, {len(items) - n_err} correct)")
 
 
 @main.command("processbench-from-prm800k")

@@ -3,6 +3,14 @@
 ProcessBench format: a JSON list of ``{id, problem, steps: [str], final_answer_correct: bool, label:
 int}`` with ``label`` the 0-based index of the first wrong step, or -1 when every step is right.
 
+Converter from ProcessBench's published files (`read_published`, `processbench_from_published`): the
+four splits ``gsm8k``, ``math``, ``olympiadbench``, ``omnimath`` of the hub dataset ``Qwen/ProcessBench``
+(``<split>.json``; the hub's parquet conversion and JSON-lines copies read the same), rows ``{id,
+generator, problem, steps: [str], final_answer_correct, label}`` — already this format, so the
+converter checks it, turns array-valued ``steps`` (parquet) into lists and records the split as
+``source``; the TRL "stepwise supervision" copies (``prompt``, ``completions``, ``labels: [bool]``) are
+mapped onto it (``label`` = the first false step, or -1).
+
 Converters from PRM800K (see ../shared/data/prm800k/SOURCE.md): raw label records
 (`read_prm800k_raw`, `processbench_from_prm800k_raw`) and the flattened "stepwise-critic" parquet rows
 (`processbench_from_stepwise_critic`). The trajectory is the chosen path; its first step rated -1
@@ -68,6 +76,65 @@ def read_processbench(path: str | Path) -> list[dict[str, Any]]:
 
 def write_processbench(path: str | Path, items: list[dict[str, Any]]) -> None:
     write_json(path, validate_processbench(items, str(path)))
+
+
+# --------------------------------------------------------------------------------------------------
+# ProcessBench's published files
+
+PROCESSBENCH_SPLITS = ("gsm8k", "math", "olympiadbench", "omnimath")
+
+
+def read_published(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a published ProcessBench file: a JSON list (``<split>.json``), JSON lines, or parquet."""
+    from qmr.benchmarks import read_rows
+    from qmr.io import read_jsonl
+
+    path = Path(path)
+    try:
+        return read_rows(path)
+    except DataFileError:
+        if path.suffix.lower() != ".json":
+            raise
+        return read_jsonl(path)  # JSON lines under a .json name (the hub's loader accepts both)
+
+
+def processbench_from_published(rows: list[dict[str, Any]], split: str | None = None, source: str = "<rows>") -> list[dict[str, Any]]:
+    """Items from ProcessBench's published rows (or the TRL stepwise-supervision layout), validated.
+
+    ``split`` names the subset (``source`` of each item; default: the id's prefix, e.g. ``gsm8k-0``);
+    an item without an id gets ``<split>-<index>``."""
+    items: list[dict[str, Any]] = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataFileError(f"{source}: row {i}: expected an object, got {type(row).__name__}")
+        steps = row.get("steps", row.get("completions"))
+        if steps is not None and not isinstance(steps, (str, list)) and hasattr(steps, "tolist"):
+            steps = steps.tolist()  # parquet: a numpy array
+        label = row.get("label")
+        if label is None and row.get("labels") is not None:
+            flags = list(row["labels"].tolist() if hasattr(row["labels"], "tolist") else row["labels"])
+            label = next((k for k, ok in enumerate(flags) if not ok), -1)
+        if hasattr(label, "item"):
+            label = label.item()  # numpy integer
+        correct = row.get("final_answer_correct")
+        if hasattr(correct, "item"):
+            correct = correct.item()
+        if correct is None and isinstance(label, int):
+            correct = label == -1  # TRL copies without the flag: a correct process
+        rid = row.get("id")
+        name = split or (str(rid).rsplit("-", 1)[0] if isinstance(rid, str) and "-" in rid else None) or "processbench"
+        item = {
+            "id": str(rid) if rid is not None else f"{name}-{i}",
+            "problem": row.get("problem", row.get("prompt")),
+            "steps": list(steps) if isinstance(steps, list) else steps,
+            "final_answer_correct": correct,
+            "label": label,
+            "source": name,
+        }
+        if row.get("generator") is not None:
+            item["generator"] = row["generator"]
+        items.append(item)
+    return validate_processbench(items, source)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,11 +5,21 @@ int}`` with ``label`` the 0-based index of the first wrong step, or -1 when ever
 Optional extra keys used here: ``gold_answer``, ``gold_solution``, ``plan`` (attached by `attach_gold`
 so the ``reference`` judge can work), ``pred``.
 
+Gold solutions come from a benchmark file read by the project's loaders (`load_gold`: any format of
+`qmr.benchmarks.FORMATS`, detected or given), so a raw GSM8K file (``answer`` = the worked solution
+ending ``#### N``) and its normalized copy give the same gold answers and solutions.
+
 Metrics per judge (and for the voting ensemble): accuracy on erroneous samples (predicted index ==
 label), accuracy on correct samples (predicts "no error"), and F1 = their harmonic mean. A judge's
 prediction is ``error_step - 1`` for an error type, -1 for ``no_error``; an abstention counts as -1
 ("found nothing") with ``abstain_as="no_error"`` (default) or as wrong with ``abstain_as="wrong"``; an
 invalid reply and an escalated ensemble label are always wrong.
+
+Beside the scores, so that abstentions cannot pass for "no error": per judge ``abstained`` (valid
+judgments that cast no vote), ``invalid``, and ``escalated`` (ensemble escalations in which this judge
+disagreed with the anchor; None without an ensemble); for the ensemble ``abstained`` (every judge
+abstained) and ``escalated`` (the judges disagreed). A judge (or the ensemble) that abstains on every
+item is named in ``warnings`` and logged.
 
 The file format and the PRM800K converters live in `qmr.processbench`.
 """
@@ -21,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from qmr.locate.cases import Case
-from qmr.locate.judges import Judge
+from qmr.locate.judges import Judge, speaks
 from qmr.locate.taxonomy import NO_ERROR
 from qmr.locate.vote import MACHINE_ACCEPTED
 from qmr.processbench import normalize_problem
@@ -29,6 +39,20 @@ from qmr.processbench import normalize_problem
 log = logging.getLogger(__name__)
 
 BENCH_VARIANT = "processbench"
+
+
+def load_gold(path: str | Path, fmt: str = "auto") -> tuple[list[dict[str, Any]], str]:
+    """Benchmark records from a gold file through the benchmark loaders (`qmr.benchmarks`), and the
+    format read (``fmt``, or the detected one for ``auto``)."""
+    from qmr.benchmarks import FORMATS, normalize_rows, read_rows
+    from qmr.io import DataFileError
+
+    if fmt != "auto":
+        FORMATS.check(fmt, "--gold-format")
+    rows = read_rows(Path(path))
+    if not rows:
+        raise DataFileError(f"{path}: no records")
+    return normalize_rows(rows, fmt, "gold", str(path))
 
 
 def attach_gold(items: list[dict[str, Any]], benchmark_records: list[dict[str, Any]]) -> int:
@@ -113,7 +137,8 @@ def judge_bench(
 ) -> dict[str, Any]:
     """ProcessBench scores per judge and, given a `VoteSpec`, for the voting ensemble.
 
-    Returns ``{"judges": {name: scores}, "ensemble": scores | None, "calls": n, "calls_saved": n}``.
+    Returns ``{"judges": {name: scores}, "ensemble": scores | None, "calls": n, "calls_saved": n,
+    "warnings": [str]}``.
     """
     from qmr.locate.cache import run_judges
 
@@ -128,11 +153,21 @@ def judge_bench(
     }
     for name in judges:
         preds = {c.id: prediction(by.get((c.id, name)), abstain_as) for c in cases}
-        out["judges"][name] = processbench_scores(items, preds)
+        js = [by.get((c.id, name)) for c in cases]
+        out["judges"][name] = {
+            **processbench_scores(items, preds),
+            "abstained": sum(j is not None and bool(j.get("valid")) and not speaks(j) for j in js),
+            "invalid": sum(j is not None and not j.get("valid") for j in js),
+            "escalated": None,
+        }
     if ensemble is not None:
         from qmr.locate.vote import vote_all
 
         labels = vote_all(run.judgments, ensemble, [c.id for c in cases], BENCH_VARIANT)
+        for name, sc in out["judges"].items():
+            sc["escalated"] = sum(
+                lab["rule"] == "escalated" and lab.get("relations", {}).get(name) == "differs" for lab in labels
+            )
         preds = {}
         for lab in labels:
             if lab["rule"] in MACHINE_ACCEPTED:
@@ -145,17 +180,47 @@ def judge_bench(
             else:
                 preds[lab["id"]] = None
         out["ensemble"] = processbench_scores(items, preds)
-        out["ensemble"]["escalated"] = sum(lab["needs_human"] for lab in labels)
+        out["ensemble"]["abstained"] = sum(lab["rule"] == "abstain_all" for lab in labels)
+        out["ensemble"]["invalid"] = 0
+        out["ensemble"]["escalated"] = sum(lab["rule"] == "escalated" for lab in labels)
+    out["warnings"] = abstention_warnings(out, len(items), judges)
+    for w in out["warnings"]:
+        log.warning("%s", w)
+    return out
+
+
+def abstention_warnings(scores: dict[str, Any], n_items: int, judges: dict[str, Judge] | None = None) -> list[str]:
+    """One line per judge (and the ensemble) that abstained on every item: its scores measure nothing."""
+    if not n_items:
+        return []
+    out = []
+    rows = list(scores["judges"].items()) + ([("ensemble", scores["ensemble"])] if scores.get("ensemble") else [])
+    for name, sc in rows:
+        if sc.get("abstained") != n_items:
+            continue
+        why = ""
+        if judges and name in judges and judges[name].kind == "reference":
+            why = (
+                " (the reference judge needs a gold solution per item: --gold FILE with a benchmark that has "
+                "worked solutions, e.g. GSM8K's test.jsonl, matched by problem text)"
+            )
+        what = "every judge abstained on every item" if name == "ensemble" else f"judge {name} abstained on every item"
+        out.append(f"{what} ({n_items}): its err_acc/ok_acc/F1 measure nothing{why}")
     return out
 
 
 def judge_bench_from_params(
-    params, file: str, names: list[str], gold_file: str | None = None, ensemble: bool = True
+    params,
+    file: str,
+    names: list[str],
+    gold_file: str | None = None,
+    ensemble: bool = True,
+    gold_format: str = "auto",
 ) -> dict[str, Any]:
     """`qmr judge-bench`: the configured judges ``names`` (all when empty; endpoints resolved) and, when
-    every voting judge is among them, the vote ensemble, scored on a ProcessBench-format ``file``."""
+    every voting judge is among them, the vote ensemble, scored on a ProcessBench-format ``file``; gold
+    solutions from ``gold_file`` read in ``gold_format`` (`load_gold`)."""
     from qmr.errors import UserError
-    from qmr.io import read_jsonl
     from qmr.locate.judges import build_judge
     from qmr.paths import cache_dir
     from qmr.processbench import read_processbench
@@ -166,18 +231,37 @@ def judge_bench_from_params(
     if unknown:
         raise UserError(f"--judges: got {', '.join(unknown)}; allowed: {', '.join(specs)}")
     items = read_processbench(file)
-    matched = attach_gold(items, read_jsonl(gold_file)) if gold_file else 0
+    matched, fmt = 0, None
+    if gold_file:
+        records, fmt = load_gold(gold_file, gold_format)
+        matched = attach_gold(items, records)
+        log.info("gold: %s read as format %s (%d records); %d/%d items matched", gold_file, fmt, len(records), matched, len(items))
     judges = {n: build_judge(n, specs[n], params.endpoints) for n in chosen}
     voters = {params.vote.baseline, *params.vote.auxiliaries}
     spec = params.vote if ensemble and voters <= set(chosen) else None
     scores = judge_bench(items, judges, ensemble=spec, cache_path=cache_dir() / "judge" / "judge-bench.jsonl")
-    return {**scores, "items": len(items), "gold_attached": matched}
+    if gold_file and not matched:
+        w = f"--gold {gold_file}: no item's problem text matches a record (format {fmt}); no gold solution attached"
+        log.warning("%s", w)
+        scores["warnings"] = [w, *scores["warnings"]]
+    return {**scores, "items": len(items), "gold_attached": matched, "gold_format": fmt}
 
 
 def format_scores(scores: dict[str, Any]) -> list[str]:
-    """ProcessBench's table: per judge (and the ensemble) error / correct accuracy and their F1."""
+    """ProcessBench's table: per judge (and the ensemble) error / correct accuracy, their F1, and the
+    abstentions, invalid replies and escalations (the warnings are logged, see `abstention_warnings`)."""
     rows = list(scores["judges"].items()) + ([("ensemble", scores["ensemble"])] if scores.get("ensemble") else [])
-    lines = [f"{'judge':16s} {'n_err':>6s} {'n_ok':>6s} {'err_acc':>8s} {'ok_acc':>8s} {'F1':>7s}"]
+    lines = [
+        f"{'judge':16s} {'n_err':>6s} {'n_ok':>6s} {'err_acc':>8s} {'ok_acc':>8s} {'F1':>7s} "
+        f"{'abstain':>7s} {'invalid':>7s} {'escal':>6s}"
+    ]
+
+    def n(x: int | None) -> str:
+        return "-" if x is None else str(x)
+
     for name, sc in rows:
-        lines.append(f"{name:16s} {sc['n_error']:6d} {sc['n_correct']:6d} {sc['error_accuracy']:8.3f} {sc['correct_accuracy']:8.3f} {sc['f1']:7.3f}")
+        lines.append(
+            f"{name:16s} {sc['n_error']:6d} {sc['n_correct']:6d} {sc['error_accuracy']:8.3f} {sc['correct_accuracy']:8.3f} "
+            f"{sc['f1']:7.3f} {n(sc.get('abstained')):>7s} {n(sc.get('invalid')):>7s} {n(sc.get('escalated')):>6s}"
+        )
     return lines
