@@ -50,6 +50,8 @@ def smoke_workspace(work: Path, preset: str, family: str, server_url: str) -> di
     for name in ("dvc.yaml", "presets", "annotations"):  # (annotations/: where human verdicts go, as in a clone)
         (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, work / name)
     shutil.copytree(REPO / ".dvc" / "plots", work / "dvc-plots")
+    (work / "metrics").mkdir()
+    shutil.copy(REPO / "metrics" / "ablation.json", work / "metrics")  # committed (the toy's), as in a clone
     assert _run(["git", "init", "-q"], work).returncode == 0
     assert _run(["dvc", "init", "-q"], work).returncode == 0
     shutil.rmtree(work / ".dvc" / "plots", ignore_errors=True)
@@ -60,13 +62,21 @@ def smoke_workspace(work: Path, preset: str, family: str, server_url: str) -> di
     (name,) = params["models"]
     assert name == preset  # the hub's name, dots included
     params["models"][name] = {"source": "local", "path": str(work.parent / "standin"), "prompt_style": "chat"}
+    LOCAL_RUN = {**LOCAL, "math_train": ("gsm8k/train.jsonl", "gsm8k")}
     for bench, spec in params["benchmarks"].items():
-        path, fmt = LOCAL[bench]
+        path, fmt = LOCAL_RUN[bench]
         spec.update(source="local", path=str(DATA / path), format=fmt)
         for key in ("hub_id", "subset", "revision", "data_files"):
             spec.pop(key, None)
     for spec in params["endpoints"].values():
         spec.update(base_url=server_url, max_retries=0, timeout_s=10.0)
+    # A 2-bit variant as well (a sweep a user makes): the stand-in keeps its W4/W8 answers, so without it
+    # nothing flips, and judge -> silver -> restore would have no pairs to train on. The mining pool is
+    # GSM8K's train split (short solutions the CPU stand-in can learn; the preset's is MATH train).
+    params["quantize"]["variants"]["rtn-w2g128"] = {"method": "rtn", "bits": 2, "group_size": 128, "symmetric": False}
+    params["judge"]["variants"].append("rtn-w2g128")
+    params["recovery"]["variants"] = ["rtn-w2g128"]
+
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return params
 
@@ -92,7 +102,7 @@ def test_every_stage_runs_on_a_smoke_preset_with_a_local_standin(tmp_path, prese
         records = [json.loads(x) for b in ("gsm8k", "math_train") for x in (work / "data" / "benchmarks" / f"{b}.jsonl").read_text().splitlines()]
         pairs = [(r["question"], t) for r in records if (t := step_target(r))]
         build_standin(tmp_path / "standin", family, [r["question"] + "\n" + r["answer"] for r in train], pairs=pairs,
-                      hidden_size=128, layers=2, steps=250)  # fmt: skip
+                      hidden_size=128, layers=2, steps=200)  # fmt: skip
         repro = _run(["dvc", "repro"], work, **keys)
         wall = time.monotonic() - started
     assert repro.returncode == 0, repro.stdout[-6000:] + repro.stderr[-6000:]
@@ -101,6 +111,9 @@ def test_every_stage_runs_on_a_smoke_preset_with_a_local_standin(tmp_path, prese
     assert ran == stages, stages - ran
     evaluate = json.loads((work / "metrics" / "evaluate.json").read_text())
     assert set(evaluate[preset]) == set(params["quantize"]["variants"])
+    restore = json.loads((work / "metrics" / "restore.json").read_text())[preset]["rtn-w2g128"]
+    silver = json.loads((work / "data" / "silver" / preset / "rtn-w2g128.stats.json").read_text())
+    print(f"\n{preset}: silver {silver.get('pairs')} pairs, restore trained: {restore['trained']}")
     report = (work / "metrics" / "report.md").read_text()
     assert preset in report and "## Ablation" not in report
     print(f"\n{preset} ({family} stand-in), smoke DAG: {wall:.0f} s wall; stages: {sorted(ran)}")
