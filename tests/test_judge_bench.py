@@ -186,3 +186,30 @@ def test_processbench_from_published_names_bad_rows(tmp_path):
 
     with pytest.raises(DataFileError, match=r"item 0 \(id 'gsm8k-0'\): label: got 5"):
         processbench_from_published([{**PUBLISHED[0], "label": 5}], source="gsm8k.json")
+
+
+@pytest.mark.slow  # builds and samples a stand-in model (~30 s alone)
+def test_rollout_judge_on_the_bench_needs_a_model_and_runs_with_a_local_one(tmp_path, monkeypatch, default_params):
+    """`--judges rollout --model DIR`: a stand-in model (built here, chat template) rolls out every prefix;
+    without --model the command says what it needs (exit 2)."""
+    from qmr.cli import main
+    from qmr.devtools.standin import build_standin
+
+    params = {**default_params, "judge": {**default_params["judge"], "judges": {
+        **default_params["judge"]["judges"], "rollout": {"kind": "rollout", "samples": 2}}}}  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "pb.json").write_text(json.dumps(ITEMS))
+    write_jsonl(tmp_path / "raw.jsonl", RAW_GSM8K)
+    bad = CliRunner().invoke(main, ["judge-bench", "pb.json", "--judges", "rollout", "--gold", "raw.jsonl"])
+    assert bad.exit_code == 2 and "--model" in bad.output and "Traceback" not in bad.output
+    texts = [r["question"] + "\n" + r["answer"] for r in RAW_GSM8K] + [s for it in ITEMS for s in it["steps"]]
+    pairs = [(r["question"], "\n".join(ITEMS[2 * i]["steps"])) for i, r in enumerate(RAW_GSM8K)]
+    model = build_standin(tmp_path / "standin", "qwen2", texts, pairs=pairs, steps=40)
+    scores, shown = _bench("pb.json", "--judges", "rollout,reference", "--gold", "raw.jsonl", "--model", str(model), "--no-ensemble")
+    row = scores["judges"]["rollout"]
+    assert row["rollouts"] == sum(2 * len(it["steps"]) for it in ITEMS)  # linear: prefixes 0..n-1, 2 samples each
+    assert scores["judges"]["reference"]["rollouts"] == 0
+    assert re.search(r"^rollout\b", shown, re.M)
+    stats = json.loads((tmp_path / "scores.json").read_text())
+    assert stats["items"] == len(ITEMS) and stats["gold_attached"] == len(ITEMS)

@@ -492,7 +492,7 @@ def test_vote_metrics_small():
     assert (
         m["judges"]["a"]["valid_rate"] == pytest.approx(0.6667, abs=1e-4) and m["judges"]["b"]["calls"] == 3
     )
-    assert m["agreement"]["pairwise"]["a_vs_b"] == {"n": 2, "agreement": 0.5}
+    assert m["agreement"]["pairwise"]["a_vs_b"] == {"n": 2, "agreement": 0.5, "n_step": 2, "step_agreement": 1.0}
     assert m["agreement"]["fleiss_cases"] == 2
     acc = m["accuracy"]
     assert acc["b"]["step_accuracy"] == pytest.approx(0.6667, abs=1e-4) and acc["b"][
@@ -581,6 +581,7 @@ def test_judge_bench(tmp_path):
         "abstained": 0,
         "invalid": 0,
         "escalated": 0,
+        "rollouts": 0,
     }
     a = out["judges"]["arith"]
     assert (a["error_accuracy"], a["correct_accuracy"], a["f1"]) == (0.5, 1.0, 0.6667)

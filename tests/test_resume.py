@@ -192,14 +192,14 @@ def test_silver_fp_teacher_killed_mid_sampling_resumes_to_the_same_continuations
     assert ref.wait(timeout=300) == 0, ref.stdout.read()
     reference = json.loads((tmp_path / "ref.json").read_text())
     assert len(reference) == PROBLEMS and all(len(c) == 2 for c in reference)
-    for partial in cache.glob("teacher-*.partial.jsonl"):
+    for partial in cache.glob("gen-*.partial.jsonl"):
         partial.unlink()  # the stage removes them once its outputs are written
 
     kill_after = random.Random(5).randint(1, PROBLEMS // BATCH - 2)
     victim = run(tmp_path / "out.json")
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        partials = list(cache.glob("teacher-*.partial.jsonl"))
+        partials = list(cache.glob("gen-*.partial.jsonl"))
         if partials and len(partials[0].read_text().splitlines()) >= 1 + kill_after:
             break
         time.sleep(0.01)

@@ -261,9 +261,11 @@ def report(ctx):
 @click.option("--gold", "gold_file", type=click.Path(exists=True, dir_okay=False), help="benchmark file (jsonl/json/csv/parquet, read by the benchmark loaders) to attach gold answers and solutions from (matched by problem text)")
 @click.option("--gold-format", default="auto", show_default=True, help="format of the --gold file: auto (detected from its fields) or one of the benchmark formats (gsm8k, math, aime, mmlu, prm800k, toy, records)")
 @click.option("--no-ensemble", is_flag=True, help="score judges only, not the voting ensemble")
+@click.option("--model", default=None, help="rollout judges: the policy that continues each prefix: a local model directory, or MODEL/VARIANT of this workspace (models/quantized/MODEL/VARIANT); generation settings from params `generate`")
+@click.option("--prompt-style", type=click.Choice(["auto", "plain", "chat"]), default="auto", show_default=True, help="rollout judges: how the policy is prompted (auto: the workspace model's style, else chat when the tokenizer has a chat template)")
 @click.option("--json", "as_json", type=click.Path(dir_okay=False), help="also write the scores as JSON here")
 @click.pass_context
-def judge_bench_cmd(ctx, file, names, gold_file, gold_format, no_ensemble, as_json):
+def judge_bench_cmd(ctx, file, names, gold_file, gold_format, no_ensemble, model, prompt_style, as_json):
     """Score the configured judges (and the vote ensemble) on FILE in ProcessBench format.
 
     FILE is a JSON list of {id, problem, steps: [str], final_answer_correct, label} where label is the
@@ -283,7 +285,8 @@ def judge_bench_cmd(ctx, file, names, gold_file, gold_format, no_ensemble, as_js
     params = load_params(ctx.obj["params"])
     chosen = [n.strip() for n in names.split(",") if n.strip()]
     scores = judge_bench_from_params(
-        params, file, chosen, gold_file=gold_file, ensemble=not no_ensemble, gold_format=gold_format
+        params, file, chosen, gold_file=gold_file, ensemble=not no_ensemble, gold_format=gold_format,
+        model=model, prompt_style=prompt_style,
     )
     if gold_file:
         click.echo(

@@ -127,8 +127,12 @@ class JudgeConfig:
     """The judge ensemble: offline judges and any OpenAI-compatible endpoints, by name."""
 
     variants: list[str] = field(default_factory=list, help="variants whose failures are judged (keys of quantize.variants)")
-    judges: dict[str, JudgeSpec] = field(default_factory=dict, help="judge name -> spec (kind arithmetic | reference | llm)")
-    cheap_first: bool = field(False, help="consult llm judges only where the offline judges leave a case undecided")
+    judges: dict[str, JudgeSpec] = field(default_factory=dict, help="judge name -> spec (kind arithmetic | reference | llm | rollout)")
+    cheap_first: bool = field(
+        False, help="consult the costly judges (llm, rollout) only where the offline judges leave a case undecided")
+    cheap_first_check: int = field(
+        0, help="with cheap_first: this many cases per variant that the offline judges decided go to the costly judges "
+        "anyway (a seeded sample), so what the cascade costs in accuracy is measured", ge=0)
     max_failed_share: float = field(
         0.1, help="fail the stage (exit 2, answers so far kept in the cache) when more than this share of an llm "
         "judge's cases ended in a failed call or an invalid reply; `dvc repro` then re-asks only those")

@@ -30,6 +30,14 @@ def build_prompt(question: str, style: PromptStyle = "plain", tokenizer=None) ->
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def resume_prompt(problem_prompt: str, prefix_steps) -> str:
+    """The problem prompt followed by the kept steps, one per line, with a trailing newline when any
+    (a silver pair's prompt; a rollout's prefix)."""
+    if not prefix_steps:
+        return problem_prompt
+    return problem_prompt + "\n".join(prefix_steps) + "\n"
+
+
 def adds_bos(tokenizer) -> bool:
     """True when ``tokenizer`` prepends its BOS token to every text it encodes (Llama-3, the toy)."""
     bos = getattr(tokenizer, "bos_token_id", None)

@@ -59,3 +59,28 @@ def close_backend(backend) -> None:
 
 
 __all__ = ["Backend", "Completion", "GenerateConfig", "get_backend", "backend_from_config", "close_backend", "MissingExtraError", "BACKENDS"]
+
+
+def resumable_sampler(params, model: str, variant: str, partial_dir):
+    """``(backend, generate)`` for the checkpoint of ``variant`` (models/quantized/<model>/<variant>)
+    through the configured backend; ``generate(prompts, progress=False, **sampling)`` appends each
+    finished batch to ``partial_dir/gen-<prompts digest>.partial.jsonl``, so a killed stage resumes with
+    identical completions. The caller removes those files once its output is written and closes the
+    backend (`close_backend`). Used for the silver stage's fp teacher and the rollout judge's policy."""
+    import hashlib
+    import json
+
+    from qmr import paths
+    from qmr.checkpoints import checkpoint_identity
+    from qmr.generation.resume import resumable_generate
+
+    g = params.generate
+    path = str(paths.quantized_model(model, variant))
+    backend = backend_from_config(g, path, model=model, variant=variant)
+    identity = {"batch_size": g.batch_size, "threads": params.threads, "checkpoint": checkpoint_identity(path)}
+
+    def generate(prompts, progress=False, **sampling):
+        digest = hashlib.sha256(json.dumps(prompts).encode()).hexdigest()[:16]
+        return resumable_generate(backend, prompts, sampling, partial_dir / f"gen-{digest}.partial.jsonl", identity, progress)
+
+    return backend, generate

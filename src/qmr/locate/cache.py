@@ -17,7 +17,13 @@ a fixed order (case order, then judge order) whatever the completion order.
 
 ``cheap_first``: give a `VoteSpec`; offline judges run first, and a case whose offline judgments alone
 are accepted by `vote_case` (rule unanimous/threshold, so at least ``min_votes`` offline judges speak and
-agree) is not sent to the llm judges; the calls saved are counted.
+agree) is not sent to the costly judges (llm and rollout); the calls saved are counted. ``check_sample``
+such decided cases (the smallest ``sha256(seed:variant:id)``, stable when cases come and go) are sent
+anyway, so what the cascade costs in accuracy is measured (``cheap_first_check`` in the stats).
+
+Batched judges (``batched = True``: the ``rollout`` judge) get all their cases in one ``judge_many``
+call after the offline judges, so a policy model generates in large batches; they are not cached
+here (the generation they run is resumable).
 
 Before the first call `run_judges` estimates the calls, tokens and dollars of what it will actually ask
 (`qmr.locate.budget.estimate_run`: cached answers excluded) and logs them as one table; with a
@@ -147,6 +153,8 @@ def run_judges(
     progress: bool = False,
     budget: Budget | None = None,
     title: str = "",
+    check_sample: int = 0,
+    seed: int = 0,
 ) -> JudgeRun:
     """Judge every case with every judge (see the module docstring).
 
@@ -163,25 +171,32 @@ def run_judges(
     estimate: dict[str, Any] = {}
     over_budget: list[tuple[int, str]] = []
     try:
-        offline = {n: j for n, j in judges.items() if not j.cacheable}
-        online = {n: j for n, j in judges.items() if j.cacheable}
+        batched = {n: j for n, j in judges.items() if getattr(j, "batched", False)}
+        offline = {n: j for n, j in judges.items() if not j.cacheable and n not in batched}
+        online = {n: j for n, j in judges.items() if j.cacheable and n not in batched}
         for name, judge in offline.items():
             for ci, case in enumerate(cases):
                 results[(ci, name)] = judge.judge(case)
                 stats[name]["cases"] += 1
                 stats[name]["judged"] += 1
+        costly = [*online, *batched]
+        decided = set()
+        if cheap_first is not None and costly:
+            decided = {ci for ci, case in enumerate(cases) if _decided_offline(ci, case, offline, results, cheap_first)}
+            checked = _check_sample(cases, decided, check_sample, seed)
+            decided -= checked
+            for name in costly:
+                stats[name]["cheap_first_check"] = len(checked)
         todo: dict[str, list[int]] = {name: [] for name in online}
+        batched_todo: list[int] = []
         for ci, case in enumerate(cases):
-            if (
-                cheap_first is not None
-                and online
-                and _decided_offline(ci, case, offline, results, cheap_first)
-            ):
-                for name in online:
+            if ci in decided:
+                for name in costly:
                     stats[name]["cases"] += 1
                     stats[name]["skipped_cheap_first"] += 1
                     stats[name]["calls_saved"] += 1
                 continue
+            batched_todo.append(ci)
             for name, judge in online.items():
                 stats[name]["cases"] += 1
                 hit = cache.get(judge, case) if cache is not None else None
@@ -195,6 +210,17 @@ def run_judges(
             estimate = estimate_run(cases, online, todo, {n: stats[n]["cached"] for n in online})
             log.info("%s", format_estimate(estimate, budget.limit_usd if budget is not None else None, title))
         _judge_online(cases, online, todo, results, stats, cache, dead_after, progress, budget, over_budget)
+        for name, judge in batched.items():
+            chosen = [cases[ci] for ci in batched_todo]
+            log.info("judge %s: %d case(s)", name, len(chosen))
+            for ci, rec in zip(batched_todo, judge.judge_many(chosen), strict=True):
+                results[(ci, name)] = rec
+                s = stats[name]
+                s["cases"] += 1
+                s["judged"] += 1
+                for key in ("rollouts", "tokens_out"):
+                    s[key] = s.get(key, 0) + int(rec.get(key) or 0)
+                s["seconds"] = round(s.get("seconds", 0.0) + float(rec.get("seconds") or 0.0), 4)
     finally:
         if cache is not None:
             cache.close()
@@ -205,6 +231,16 @@ def run_judges(
             name, s["cases"], s["cached"], s["judged"], s["skipped_cheap_first"], s["calls"], s["calls_saved"],
         )  # fmt: skip
     return JudgeRun(ordered, stats, estimate, sorted(over_budget), budget.summary() if budget is not None else {})
+
+
+def _check_sample(cases: list[Case], decided: set[int], n: int, seed: int) -> set[int]:
+    """``n`` of the ``decided`` case indices, by the smallest ``sha256(seed:variant:id)``."""
+    import hashlib
+
+    if n <= 0 or not decided:
+        return set()
+    key = {ci: hashlib.sha256(f"{seed}:{cases[ci].variant}:{cases[ci].id}".encode()).hexdigest() for ci in decided}
+    return set(sorted(decided, key=key.__getitem__)[:n])
 
 
 def _decided_offline(

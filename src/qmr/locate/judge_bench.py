@@ -159,6 +159,7 @@ def judge_bench(
             "abstained": sum(j is not None and bool(j.get("valid")) and not speaks(j) for j in js),
             "invalid": sum(j is not None and not j.get("valid") for j in js),
             "escalated": None,
+            "rollouts": sum(int(j.get("rollouts") or 0) for j in js if j is not None),
         }
     if ensemble is not None:
         from qmr.locate.vote import vote_all
@@ -216,10 +217,13 @@ def judge_bench_from_params(
     gold_file: str | None = None,
     ensemble: bool = True,
     gold_format: str = "auto",
+    model: str | None = None,
+    prompt_style: str = "auto",
 ) -> dict[str, Any]:
     """`qmr judge-bench`: the configured judges ``names`` (all when empty; endpoints resolved) and, when
     every voting judge is among them, the vote ensemble, scored on a ProcessBench-format ``file``; gold
-    solutions from ``gold_file`` read in ``gold_format`` (`load_gold`)."""
+    solutions from ``gold_file`` read in ``gold_format`` (`load_gold`). ``model`` is the policy of the
+    rollout judges (`bind_policy`)."""
     from qmr.errors import UserError
     from qmr.locate.judges import build_judge
     from qmr.paths import cache_dir
@@ -237,14 +241,69 @@ def judge_bench_from_params(
         matched = attach_gold(items, records)
         log.info("gold: %s read as format %s (%d records); %d/%d items matched", gold_file, fmt, len(records), matched, len(items))
     judges = {n: build_judge(n, specs[n], params.endpoints) for n in chosen}
+    rollouts = [n for n, j in judges.items() if getattr(j, "batched", False)]
+    skipped = []
+    if rollouts and not model:
+        if names:
+            raise UserError(f"--judges {','.join(rollouts)}: a rollout judge needs --model (a local model directory, or "
+                            "MODEL/VARIANT of this workspace: models/quantized/MODEL/VARIANT) to roll out with")  # fmt: skip
+        skipped, rollouts = rollouts, []
+        judges = {n: j for n, j in judges.items() if n not in skipped}
+        log.info("judge %s not scored: a rollout judge needs --model (the ensemble votes without it)", ", ".join(skipped))
     voters = {params.vote.baseline, *params.vote.auxiliaries}
-    spec = params.vote if ensemble and voters <= set(chosen) else None
-    scores = judge_bench(items, judges, ensemble=spec, cache_path=cache_dir() / "judge" / "judge-bench.jsonl")
+    spec = params.vote if ensemble and voters <= set(judges) | set(skipped) else None
+    close = bind_policy(params, {n: judges[n] for n in rollouts}, model, prompt_style) if rollouts else None
+    try:
+        scores = judge_bench(items, judges, ensemble=spec, cache_path=cache_dir() / "judge" / "judge-bench.jsonl")
+    finally:
+        if close is not None:
+            close()
     if gold_file and not matched:
         w = f"--gold {gold_file}: no item's problem text matches a record (format {fmt}); no gold solution attached"
         log.warning("%s", w)
         scores["warnings"] = [w, *scores["warnings"]]
     return {**scores, "items": len(items), "gold_attached": matched, "gold_format": fmt}
+
+
+def bind_policy(params, judges: dict[str, Any], model: str, prompt_style: str = "auto"):
+    """Bind rollout ``judges`` to the policy ``model``: a local model directory, or ``MODEL/VARIANT`` of
+    this workspace (models/quantized/MODEL/VARIANT, prompted in models.MODEL.prompt_style), through
+    ``params.generate``'s backend. ``prompt_style`` ``auto``: the workspace model's style, else ``chat``
+    when the tokenizer has a chat template, else ``plain``. Returns the backend's closer."""
+    from pathlib import Path
+
+    from qmr import paths
+    from qmr.determinism import set_determinism
+    from qmr.errors import UserError
+    from qmr.generation import backend_from_config, close_backend
+    from qmr.grading import grade
+    from qmr.locate.rollout import policy_from_backend
+    from qmr.prompts import build_prompt
+
+    style = prompt_style
+    if Path(model).is_dir():
+        path = Path(model)
+    else:
+        name, _, variant = model.partition("/")
+        path = paths.quantized_model(name, variant)
+        if name not in params.models or variant not in params.quantize.variants or not path.is_dir():
+            raise UserError(f"--model: got {model!r}; allowed: a local model directory, or MODEL/VARIANT of this workspace with "
+                            f"models/quantized/MODEL/VARIANT built (models: {', '.join(params.models)}; variants: "
+                            f"{', '.join(params.quantize.variants)})")  # fmt: skip
+        if style == "auto":
+            style = params.models[name].prompt_style
+    set_determinism(params.seed, params.threads)
+    backend = backend_from_config(params.generate, str(path))
+    tokenizer = getattr(backend, "tokenizer", None)
+    if style == "auto":
+        style = "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+    for judge in judges.values():
+        spec = params.judge.judges[judge.name]
+        policy = policy_from_backend(backend.generate, temperature=spec.rollout_temperature,
+                                     max_new_tokens=params.generate.max_new_tokens, seed=params.seed, progress=True)  # fmt: skip
+        judge.bind(policy, prompt_of=lambda c: build_prompt(c.question, style, tokenizer),
+                   grade=lambda text, c: grade(text, c.gold_answer, "math")[1], policy_name=str(model))  # fmt: skip
+    return lambda: close_backend(backend)
 
 
 def format_scores(scores: dict[str, Any]) -> list[str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from qmr.config import Problem, field
 from qmr.endpoints import CONNECTION_FIELDS, EndpointSpec
@@ -47,11 +47,13 @@ JUDGE_KINDS = Registry(
         "arithmetic": "qmr.locate.offline:arithmetic_judge",
         "reference": "qmr.locate.offline:reference_judge",
         "llm": "qmr.locate.llm:LLMJudge",
+        "rollout": "qmr.locate.rollout:rollout_judge",
     },
     traits={
         "arithmetic": {"sees": "computational"},
         "reference": {"sees": "all"},
         "llm": {"sees": "all"},
+        "rollout": {"sees": "step"},
     },
 )
 JudgeKind = JUDGE_KINDS.literal()
@@ -86,7 +88,10 @@ def load_template(prompt_version: str) -> str:
 class JudgeSpec:
     """One judge of the ensemble (a value of ``judge.judges`` in params.yaml)."""
 
-    kind: JudgeKind = field("llm", help="arithmetic | reference (offline) | llm (OpenAI-compatible endpoint)")
+    kind: JudgeKind = field(
+        "llm", help="arithmetic | reference (offline) | llm (OpenAI-compatible endpoint) | rollout (Monte-Carlo "
+        "rollouts of a policy model from each prefix: where the chance of reaching the answer collapses)"
+    )
     endpoint: str = field(
         "", help="llm: name of an entry of `endpoints` (URL, model, key variable, retries, timeout, concurrency, "
         "prices); or give those fields here instead"
@@ -112,10 +117,20 @@ class JudgeSpec:
     concurrency: int = field(4, help="llm: parallel requests to this endpoint")
     price_in_per_mtok: float = field(0.0, help="llm: price per million prompt tokens (for the cost metric)")
     price_out_per_mtok: float = field(0.0, help="llm: price per million completion tokens")
+    samples: int = field(8, help="rollout: continuations sampled per prefix")
+    rollout_temperature: float = field(0.7, help="rollout: the policy's sampling temperature (> 0)")
+    alpha: float = field(0.05, help="rollout: significance level of the one-sided two-proportion z-test of a drop")
+    min_drop: float = field(0.5, help="rollout: smallest drop in success rate from the problem alone that counts as a collapse")
+    search: Literal["linear", "binary"] = field(
+        "linear", help="rollout: linear = every prefix (the full potential curve); binary = bisect for the first "
+        "collapse (OmegaPRM; 1 + log2(steps) prefixes)"
+    )
 
     def check(self, key: str = "") -> list[Problem]:
         p = f"{key}." if key else ""
         out: list[Problem] = []
+        if self.kind == "rollout":
+            return self._check_rollout(p)
         if self.kind != "llm":
             return out
         if self.endpoint:
@@ -126,6 +141,18 @@ class JudgeSpec:
         # inline connection fields: the same rules as an entry of `endpoints` (one home: EndpointSpec.check)
         inline = EndpointSpec(**{f: getattr(self, f) for f in CONNECTION_FIELDS})
         return inline.check(key) + self._check_prompting(p)
+
+    def _check_rollout(self, p: str) -> list[Problem]:
+        out: list[Problem] = []
+        if self.samples < 2:
+            out.append(Problem(f"{p}samples", self.samples, "an integer >= 2 (a success rate needs several rollouts)"))
+        if not 0.0 < self.rollout_temperature <= 2.0:
+            out.append(Problem(f"{p}rollout_temperature", self.rollout_temperature, "a number in (0, 2] (rollouts are sampled)"))
+        if not 0.0 < self.alpha < 1.0:
+            out.append(Problem(f"{p}alpha", self.alpha, "a number in (0, 1)"))
+        if not 0.0 <= self.min_drop <= 1.0:
+            out.append(Problem(f"{p}min_drop", self.min_drop, "a number in [0, 1]"))
+        return out
 
     def _check_prompting(self, p: str) -> list[Problem]:
         """The judge's own settings (with or without a named endpoint)."""
@@ -180,6 +207,9 @@ def make_judgment(case: Case, judge: Judge, **fields: Any) -> dict[str, Any]:
         "cost": 0.0,
         "calls": 0,
         "retries": 0,
+        "rollouts": 0,
+        "seconds": 0.0,
+        "potential": None,
     }
     unknown = set(fields) - set(rec)
     if unknown:

@@ -154,6 +154,8 @@ def vote_metrics(
             "tokens_in": sum(int(j.get("tokens_in") or 0) for j in js),
             "tokens_out": sum(int(j.get("tokens_out") or 0) for j in js),
             "cost": round(sum(float(j.get("cost") or 0.0) for j in js), 6),
+            "rollouts": sum(int(j.get("rollouts") or 0) for j in js),
+            "seconds": round(sum(float(j.get("seconds") or 0.0) for j in js), 2),
         }
     out["judges"] = judges_out
     # agreement
@@ -161,30 +163,44 @@ def vote_metrics(
     for j in judgments:
         if speaks(j) and j["primary_error_type"] is not None:  # a typeless step-only vote has no type to agree on
             votes[str(j["id"])][j["judge"]] = j["primary_error_type"]
+    steps: dict[str, dict[str, int | None]] = defaultdict(dict)  # case -> judge -> step (None: no error)
+    for j in judgments:
+        if speaks(j):
+            steps[str(j["id"])][j["judge"]] = None if j.get("primary_error_type") == NO_ERROR else j.get("error_step")
     names = sorted(by_judge)
     pairwise: dict[str, Any] = {}
     for a, b in combinations(names, 2):
         both = [v for v in votes.values() if a in v and b in v]
+        both_steps = [v for v in steps.values() if a in v and b in v]
         pairwise[f"{a}_vs_{b}"] = {
             "n": len(both),
             "agreement": _share(sum(v[a] == v[b] for v in both), len(both)),
+            "n_step": len(both_steps),
+            "step_agreement": _share(sum(v[a] == v[b] for v in both_steps), len(both_steps)),
         }
-    full = [v for v in votes.values() if len(names) >= 2 and all(n in v for n in names)]
-    table = [[sum(v[n] == cat for n in names) for cat in ANSWERS] for v in full]
+    # Fleiss' kappa on the type, over the judges that give types (a step-only judge never does)
+    typed = [n for n in names if any(j.get("primary_error_type") is not None for j in by_judge[n])]
+    full = [v for v in votes.values() if len(typed) >= 2 and all(n in v for n in typed)]
+    table = [[sum(v[n] == cat for n in typed) for cat in ANSWERS] for v in full]
     out["agreement"] = {
         "pairwise": pairwise,
         "fleiss_kappa": _r(fleiss_kappa(table)),
         "fleiss_cases": len(full),
+        "fleiss_judges": typed,
     }
     # accuracy against ground truth
     if ground_truth is not None:
         acc: dict[str, Any] = {}
         judg_by = {(str(j["id"]), j["judge"]): j for j in judgments}
+        # judges that saw only some cases (cheap-first sent them only the undecided and a check sample)
+        costly_absent = {n for n in names if len(by_judge[n]) < len(cases)}
         ids = [c.id for c in cases if c.id in ground_truth and ground_truth[c.id][1] is not None]
         for name in names:
             pairs = []
             for cid in ids:
                 j = judg_by.get((cid, name))
+                if j is None and name in costly_absent:
+                    continue  # not sent to this judge (cheap-first): scored on the cases it saw
                 pred = (
                     (
                         j.get("error_step") if j["primary_error_type"] != NO_ERROR else None,
@@ -261,4 +277,22 @@ def confusion_rows(labels: list[dict[str, Any]], ground_truth: GroundTruth, vari
         _, true_type = ground_truth[lab["id"]]
         predicted = lab.get("primary_error_type") if lab["rule"] in DECIDED_RULES else "undecided"
         rows.append({"variant": variant, "id": lab["id"], "actual": true_type or NO_ERROR, "predicted": predicted or NO_ERROR})
+    return rows
+
+
+def potential_rows(judgments: list[dict[str, Any]], cases: list[Case], variant: str, limit: int = 6) -> list[dict[str, Any]]:
+    """Potential curves of up to ``limit`` failures a rollout judge located (one row per prefix: the
+    kept steps ``k``, ``k / steps``, the success rate of the rollouts from there and the located step),
+    chosen by the smallest case id for a stable plot; only complete curves (every prefix rolled out)."""
+    steps = {c.id: len(c.qt_steps) for c in cases}
+    rows: list[dict[str, Any]] = []
+    chosen = sorted(
+        (j for j in judgments if j.get("potential") and speaks(j) and len(j["potential"]) == steps.get(str(j["id"]), -1) + 1),
+        key=lambda j: (len(j["potential"]) < 4, str(j["id"])),
+    )[:limit]
+    for j in chosen:
+        n = steps[str(j["id"])]
+        for k, ok, total in j["potential"]:
+            rows.append({"variant": variant, "judge": j["judge"], "id": str(j["id"]), "kept_steps": k,
+                         "kept_fraction": round(k / n, 4), "success_rate": _share(ok, total), "located_step": j["error_step"]})  # fmt: skip
     return rows

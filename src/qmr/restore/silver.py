@@ -33,7 +33,7 @@ from typing import Any
 
 from qmr.config import SEED_MAX, Problem, field
 from qmr.errors import UserError
-from qmr.prompts import build_prompt
+from qmr.prompts import build_prompt, resume_prompt  # noqa: F401  (resume_prompt: re-exported, its home is qmr.prompts)
 from qmr.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -118,13 +118,6 @@ class RecoveryConfig:
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-
-
-def resume_prompt(problem_prompt: str, prefix_steps: Sequence[str]) -> str:
-    """The problem prompt followed by the kept steps, one per line, with a trailing newline when any."""
-    if not prefix_steps:
-        return problem_prompt
-    return problem_prompt + "\n".join(prefix_steps) + "\n"
 
 
 def default_grader(kind: str = "math") -> Grader:

@@ -47,12 +47,20 @@ def run(params, model: str, variant: str) -> None:
             params.benchmarks[bench].kind,
         )
     log.info("%s/%s: %d failures to judge with %s", model, variant, len(cases), ", ".join(judges))
+    closers = _bind_rollouts(params, model, variant, judges, benches)
     budget = Budget(cfg.budget_usd)
-    result = run_judges(cases, judges, paths.judge_cache(model), cheap_first=params.vote if cfg.cheap_first else None,
-                        progress=True, budget=budget, title=f"judge {model}/{variant}")  # fmt: skip
+    try:
+        result = run_judges(cases, judges, paths.judge_cache(model), cheap_first=params.vote if cfg.cheap_first else None,
+                            progress=True, budget=budget, title=f"judge {model}/{variant}",
+                            check_sample=cfg.cheap_first_check, seed=params.vote.seed)  # fmt: skip
+    finally:
+        for close in closers:
+            close()
     raise_if_endpoint_dead(result.judgments)
     write_jsonl(paths.cases(model, variant), [case_to_dict(c) for c in cases])
     write_jsonl(paths.judgments(model, variant), result.judgments)
+    for partial in (paths.cache_dir() / "rollout" / model / variant).glob("gen-*.partial.jsonl"):
+        partial.unlink()  # the judgments are written: the policy's resume batches are no longer needed
     write_json(paths.judgments(model, variant).with_suffix(".stats.json"), {
         "calls_made": result.calls_made, "calls_saved": result.calls_saved, "judges": result.stats,
         "benchmarks": {"judged": benches, "skipped": skipped},
@@ -79,3 +87,35 @@ def run(params, model: str, variant: str) -> None:
     if over:
         raise UserError("; ".join(over) + ". The valid answers are cached: fix the endpoint (or raise the share) and run "
                         "`dvc repro` again to re-ask only the others.")  # fmt: skip
+
+
+def _bind_rollouts(params, model: str, variant: str, judges: dict, benches: list[str]) -> list:
+    """Give each ``rollout`` judge its policy: the reference variant (evaluate.reference, a dependency of
+    the stage) through the generation backend, resumable under ``.qmr-cache/rollout/``; the prompt the model saw
+    (the quantized trace's own ``prompt``); the benchmark's grader. Returns the backends' closers."""
+    from qmr.generation import close_backend, resumable_sampler
+    from qmr.grading import grade
+    from qmr.locate.rollout import policy_from_backend
+
+    closers = []
+    prompts: dict[str, str] = {}
+    kinds = {b: params.benchmarks[b].kind for b in benches}
+    for name, judge in judges.items():
+        if not getattr(judge, "batched", False):
+            continue
+        spec = params.judge.judges[name]
+        policy_variant = params.evaluate.reference
+        if not closers:
+            from qmr.determinism import set_determinism
+
+            set_determinism(params.vote.seed, params.threads)  # sampled rollouts: same params, same judgments
+        if not prompts:
+            for bench in benches:
+                prompts.update({(bench, str(t["id"])): t["prompt"] for t in read_jsonl(paths.traces(model, variant, bench)) if t.get("prompt")})
+        backend, generate = resumable_sampler(params, model, policy_variant, paths.cache_dir() / "rollout" / model / variant)
+        closers.append(lambda b=backend: close_backend(b))
+        policy = policy_from_backend(generate, temperature=spec.rollout_temperature, max_new_tokens=params.generate.max_new_tokens,
+                                     seed=params.vote.seed)  # fmt: skip
+        judge.bind(policy, prompt_of=lambda c: prompts[(c.benchmark, c.id)],
+                   grade=lambda text, c: grade(text, c.gold_answer, kinds[c.benchmark])[1], policy_name=f"{model}/{policy_variant}")  # fmt: skip
+    return closers

@@ -31,24 +31,12 @@ def _teacher(params, model: str, variant: str):
     cfg = params.recovery
     cache = paths.cache_dir() / "silver" / model / variant
     if cfg.teacher == "fp":
-        import hashlib
-        import json
-
-        from qmr.checkpoints import checkpoint_identity
-        from qmr.generation import backend_from_config
-        from qmr.generation.resume import resumable_generate
+        from qmr.generation import resumable_sampler
         from qmr.restore.silver import teacher_from_backend
 
-        g = params.generate
-        fp_path = str(paths.quantized_model(model, params.evaluate.reference))
-        backend = backend_from_config(g, fp_path, model=model, variant=params.evaluate.reference)  # (openai: a managed server stops at exit)
-        identity = {"batch_size": g.batch_size, "threads": params.threads, "checkpoint": checkpoint_identity(fp_path)}
-
-        def generate(prompts, progress=False, **sampling):
-            digest = hashlib.sha256(json.dumps(prompts).encode()).hexdigest()[:16]
-            return resumable_generate(backend, prompts, sampling, cache / f"teacher-{digest}.partial.jsonl", identity, progress)
-
-        return teacher_from_backend(backend, temperature=cfg.teacher_temperature, max_new_tokens=g.max_new_tokens, seed=cfg.seed, generate=generate)
+        backend, generate = resumable_sampler(params, model, params.evaluate.reference, cache)  # (openai: a managed server stops at exit)
+        return teacher_from_backend(backend, temperature=cfg.teacher_temperature, max_new_tokens=params.generate.max_new_tokens,
+                                    seed=cfg.seed, generate=generate)  # fmt: skip
     from qmr.endpoints import endpoint_named
     from qmr.restore.llm_teacher import llm_teacher
 
@@ -80,7 +68,7 @@ def run(params, model: str, variant: str) -> None:
         p["variant"] = variant
     write_jsonl(paths.silver(model, variant), pairs)
     write_json(paths.silver(model, variant).with_suffix(".stats.json"), stats)
-    for partial in (paths.cache_dir() / "silver" / model / variant).glob("teacher-*.partial.jsonl"):
+    for partial in (paths.cache_dir() / "silver" / model / variant).glob("gen-*.partial.jsonl"):
         partial.unlink()  # the outputs are written: the fp teacher's resume batches are no longer needed
     if stats.get("empty"):
         log.warning("%s/%s subset %s: no pairs (%s)", model, variant, cfg.subset, stats.get("message"))

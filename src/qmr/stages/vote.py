@@ -18,12 +18,18 @@ log = logging.getLogger(__name__)
 def run(params) -> None:
     from qmr.locate.annotation import apply_human_verdicts, packet_dir, verdict_path, write_packet
     from qmr.locate.cases import case_from_dict
-    from qmr.locate.metrics import confusion_rows, error_type_rows, first_error_rows, vote_metrics
+    from qmr.locate.metrics import (
+        confusion_rows,
+        error_type_rows,
+        first_error_rows,
+        potential_rows,
+        vote_metrics,
+    )
     from qmr.locate.offline import ground_truth_for
     from qmr.locate.vote import group_judgments, vote_all
 
     metrics: dict = {}
-    type_rows, position_rows, confusion = [], [], []
+    type_rows, position_rows, confusion, potential = [], [], [], []
     for model in params.models:
         metrics[model] = {}
         for variant in params.judge.variants:
@@ -54,12 +60,24 @@ def run(params) -> None:
             estimate = stats.get("estimate", {}).get("total", {})
             m["calls"] = {"made": stats["calls_made"], "saved": stats["calls_saved"], "estimated": estimate.get("calls", 0)}
             m["cost_usd"] = {"estimated": estimate.get("usd", 0.0), "spent": stats.get("budget", {}).get("spent_usd", 0.0)}
+            judge_stats = stats.get("judges", {})
+            m["rollouts"] = {"made": sum(int(s.get("rollouts", 0)) for s in judge_stats.values()),
+                             "tokens": sum(int(s.get("tokens_out", 0)) for s in judge_stats.values() if "rollouts" in s),
+                             "seconds": round(sum(float(s.get("seconds", 0.0)) for s in judge_stats.values()), 2)}  # fmt: skip
+            costly = [s for s in judge_stats.values() if "cheap_first_check" in s]
+            if costly:  # cheap-first: what the costly judges saw
+                m["cheap_first"] = {"skipped": costly[0]["skipped_cheap_first"], "checked": costly[0]["cheap_first_check"],
+                                    "sent": costly[0]["cases"] - costly[0]["skipped_cheap_first"]}  # fmt: skip
             metrics[model][variant] = m
             type_rows += [{"model": model, **r} for r in error_type_rows(labels, variant)]
             position_rows += [{"model": model, **r} for r in first_error_rows(labels, cases, variant=variant)]
+            potential += [{"model": model, **r} for r in potential_rows(judgments, cases, variant)]
             log.info("%s/%s: %d labels, rules %s", model, variant, len(labels), m.get("rules"))
     write_json(paths.metrics("vote"), metrics)
     write_csv(paths.plots("vote") / "error_types.csv", type_rows)
     write_csv(paths.plots("vote") / "first_error_position.csv", position_rows)
     # judge ensemble vs the toy's exact ground truth (empty for real benchmarks, which have none)
     write_csv(paths.plots("vote") / "confusion.csv", confusion, ["model", "variant", "id", "actual", "predicted"])
+    # rollout judges' potential curves: where the chance of reaching the answer collapses (empty without one)
+    write_csv(paths.plots("vote") / "potential.csv", potential,
+              ["model", "variant", "judge", "id", "kept_steps", "kept_fraction", "success_rate", "located_step"])  # fmt: skip
