@@ -32,7 +32,7 @@ def test_every_entry_resolves_to_a_callable(registry: Registry):
 
 
 def test_unknown_name_lists_the_table_and_suggests():
-    with pytest.raises(UserError, match=r"restore.objective: got 'dpo-nll'; allowed: dpo, dpo_nll, sft \(did you mean 'dpo_nll'\?\)"):
+    with pytest.raises(UserError, match=r"restore.objective: got 'dpo-nll'; allowed: dpo, dpo_nll, gkd, kd, sft, step_dpo \(did you mean 'dpo_nll'\?\)"):
         OBJECTIVES.load("dpo-nll")
     with pytest.raises(UserError, match=r"recovery.subset: got 'me'; .* \(did you mean 'ME'\?\)"):
         SUBSETS.check("me")
@@ -55,7 +55,7 @@ def test_params_validation_and_show_take_names_from_the_tables(tmp_path, monkeyp
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     checked = CliRunner().invoke(main, ["params", "check"])
     assert checked.exit_code == 2
-    assert "restore.objective: got 'dpo-nll'; allowed: one of 'dpo', 'dpo_nll', 'sft' (did you mean 'dpo_nll'?)" in checked.output
+    assert "restore.objective: got 'dpo-nll'; allowed: one of 'dpo', 'dpo_nll', 'gkd', 'kd', 'sft', 'step_dpo' (did you mean 'dpo_nll'?)" in checked.output
     assert "recovery.subset: got 'me'" in checked.output and "(did you mean 'ME'?)" in checked.output
     assert "judge.judges.reference.kind: got 'referee'; allowed: one of " + ", ".join(map(repr, JUDGE_KINDS)) in checked.output
     assert "quantize.variants.gptq-w4a16.method: got 'gtpq'; allowed: one of " + ", ".join(map(repr, METHODS)) in checked.output

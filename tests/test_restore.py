@@ -506,6 +506,167 @@ def test_other_objectives_train(quantized_dir, tmp_path, objective):
         assert rows[0]["loss"] > 0.6931 + 0.5  # DPO's log 2 plus the NLL on chosen
 
 
+# --------------------------------------------------------------------------------------------------
+# step spans, step_dpo and distillation from the reference model (kd, gkd)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_new_restore_keys_validate():
+    with pytest.raises(ConfigError) as exc:
+        from_dict(RestoreConfig, {"pair_span": "half", "kd_loss": "kl", "kd_beta": 1.5, "gkd_lmbda": -0.1, "gkd_max_new_tokens": 0})
+    msg = str(exc.value)
+    for key in ("pair_span", "kd_loss", "kd_beta", "gkd_lmbda", "gkd_max_new_tokens"):
+        assert f"restore.{key}" in msg or key in msg, (key, msg)
+    assert "'full'" in msg and "'forward_kl'" in msg  # what is allowed
+    problems = {p.key.split(".")[-1] for p in RestoreConfig(kd_temperature=0.0, kd_nll_weight=-1.0).check("restore")}
+    assert problems == {"kd_temperature", "kd_nll_weight"}
+    cfg = from_dict(RestoreConfig, {"objective": "kd", "kd_loss": "jsd", "kd_beta": 0.3})
+    assert (cfg.objective, cfg.kd_loss, cfg.kd_beta) == ("kd", "jsd", 0.3)
+
+
+def test_step_span_cuts_chosen_and_rejected_at_their_first_step():
+    from qmr.restore.train import effective_span, span_pairs
+
+    pairs, _ = build("ALL")
+    by_id = {p["id"]: p for p in span_pairs(pairs, "step")}
+    # p1 failed at step 2: the prefix keeps "3 + 4 = 7"; the spans are the second step of each side
+    assert by_id["p1"]["chosen"] == "7 + 5 = 12" and by_id["p1"]["rejected"] == "7 + 5 = 13"
+    # p3 failed at step 3: the teacher's next step is the answer line, the quantized model's a wrong step
+    assert by_id["p3"]["chosen"] == "The answer is 13." and by_id["p3"]["rejected"] == "13 - 1 = 12"
+    assert all(by_id[p["id"]]["prompt"] == p["prompt"] for p in pairs)  # the prompt is untouched
+    assert span_pairs(pairs, "full") == pairs
+    assert effective_span(RestoreConfig(objective="step_dpo")) == "step"
+    assert effective_span(RestoreConfig(objective="dpo", pair_span="step")) == "step"
+    assert effective_span(RestoreConfig(objective="dpo")) == "full"
+
+
+def test_step_dpo_trains_on_step_spans_and_drops_equal_steps(quantized_dir, tmp_path):
+    from qmr.restore.train import train_restore
+
+    pairs = toy_pairs()
+    # a pair whose first steps agree (the error comes later): no preference left on a step span
+    pairs.append({**pairs[0], "id": "same", "rejected": pairs[0]["chosen"].split("\n")[0] + "\nThe answer is 0."})
+    cfg = RestoreConfig(objective="step_dpo", max_steps=4, seed=0, rpo_alpha=1.0, **FAST)
+    stats = train_restore(quantized_dir, pairs, cfg, tmp_path / "step", threads=1)
+    assert stats["trained"] and stats["pair_span"] == "step" and stats["span_dropped"] == 1 and stats["pairs"] == 4
+    assert stats["last_loss"] < stats["first_loss"]
+    assert (tmp_path / "step" / "adapter_model.safetensors").exists()
+    # the same pairs on full spans keep all five
+    full = train_restore(quantized_dir, pairs, RestoreConfig(objective="dpo_nll", max_steps=1, **FAST), tmp_path / "full", threads=1)
+    assert full["pair_span"] == "full" and full["span_dropped"] == 0 and full["pairs"] == 5
+
+
+def _fp_dir(quantized_dir):
+    return quantized_dir.parent / "base"  # the fixture's unquantized model: the teacher
+
+
+def test_kd_needs_a_teacher(quantized_dir, tmp_path):
+    from qmr.restore.train import train_restore
+
+    with pytest.raises(ValueError, match="teacher"):
+        train_restore(quantized_dir, toy_pairs(), RestoreConfig(objective="kd", max_steps=1, **FAST), tmp_path / "kd")
+
+
+def _kd_grads(quantized_dir, teacher_dir, cfg: RestoreConfig) -> tuple[float, float]:
+    """(loss, largest |gradient| of the adapter) of one kd batch of all four toy pairs, adapter B = 0."""
+    import tempfile
+
+    from qmr.restore.train import _build_trainer, load_base
+
+    model, tok = load_base(quantized_dir)
+    teacher, _ = load_base(teacher_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = _build_trainer(model, tok, toy_pairs(), cfg, tmp, teacher=teacher)
+        batch = next(iter(trainer.get_train_dataloader()))
+        trainer.model.train()
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        grads = [p.grad.abs().max().item() for p in trainer.model.parameters() if p.requires_grad and p.grad is not None]
+    return loss.item(), max(grads)
+
+
+@pytest.mark.parametrize("kd_loss", ["forward_kl", "jsd"])
+def test_kd_loss_is_zero_when_the_student_is_the_teacher(quantized_dir, tmp_path, kd_loss):
+    """Teacher = the quantized base itself: at LoRA B = 0 the two distributions agree on every token, so
+    the divergence is 0 and so is its gradient (up to rounding); against the fp teacher neither is.
+    (Only step 1 is checked in a run: Adam turns even rounding-size gradients into lr-size steps.)"""
+    from qmr.restore.train import train_restore
+
+    cfg = RestoreConfig(objective="kd", kd_loss=kd_loss, kd_beta=0.5, max_steps=1, seed=0, **FAST)
+    stats = train_restore(quantized_dir, toy_pairs(), cfg, tmp_path / kd_loss, threads=1, teacher_dir=quantized_dir)
+    row = json.loads((tmp_path / kd_loss / "train_log.json").read_text())[0]
+    assert abs(row["kd_loss"]) < 1e-7 and abs(row["loss"]) < 1e-7, row
+    assert row["nll"] > 0.1  # logged (weight 0): a random tiny model is far from predicting chosen
+    assert stats["teacher"] == str(quantized_dir)
+    loss, grad = _kd_grads(quantized_dir, quantized_dir, cfg)
+    assert abs(loss) < 1e-7 and grad < 1e-6
+    loss, grad = _kd_grads(quantized_dir, _fp_dir(quantized_dir), cfg)
+    assert loss > 1e-4 and grad > 1e-5
+
+
+def _manual_forward_kl(student, teacher, tok, pairs) -> float:
+    """KL(teacher || student) per chosen token (EOS included), averaged over all of them: by hand."""
+    import torch
+    import torch.nn.functional as F
+
+    total, count = 0.0, 0
+    for p in pairs:
+        n = len(tok(p["prompt"])["input_ids"])
+        ids = tok(p["prompt"] + p["chosen"])["input_ids"] + [tok.eos_token_id]
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            s = F.log_softmax(student(input_ids=x).logits[0].float(), -1)
+            t = F.log_softmax(teacher(input_ids=x).logits[0].float(), -1)
+        for pos in range(n - 1, len(ids) - 1):  # logits at pos predict token pos + 1, a chosen token
+            total += float((t[pos].exp() * (t[pos] - s[pos])).sum())
+            count += 1
+    return total / count
+
+
+def test_kd_distils_the_fp_teacher(quantized_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from qmr.restore.train import LOG_KEYS, load_base, train_restore
+
+    teacher_dir = _fp_dir(quantized_dir)
+    cfg = RestoreConfig(objective="kd", max_steps=5, seed=0, **FAST)
+    out = tmp_path / "kd"
+    stats = train_restore(quantized_dir, toy_pairs(), cfg, out, threads=1, teacher_dir=teacher_dir)
+    rows = json.loads((out / "train_log.json").read_text())
+    assert set(rows[0]) == {"step", *LOG_KEYS, "kd_loss", "nll"}
+    # step 1 (one batch of all four pairs, adapter B = 0): the logged divergence is the forward KL of the
+    # fp model against the quantized one over the chosen tokens, computed here by hand
+    student, tok = load_base(quantized_dir)
+    teacher, _ = load_base(teacher_dir)
+    assert rows[0]["kd_loss"] == pytest.approx(_manual_forward_kl(student, teacher, tok, toy_pairs()), rel=1e-4)
+    assert rows[0]["kd_loss"] > 1e-3 and rows[0]["loss"] == pytest.approx(rows[0]["kd_loss"], rel=1e-5)
+    assert stats["last_kd_loss"] < stats["first_kd_loss"]
+    lora_b = [v for k, v in load_file(str(out / "adapter_model.safetensors")).items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)
+    # kd_nll_weight mixes in the NLL of chosen: loss = kd + w x nll at step 1
+    cfg = RestoreConfig(objective="kd", kd_nll_weight=0.5, max_steps=1, seed=0, **FAST)
+    train_restore(quantized_dir, toy_pairs(), cfg, tmp_path / "mix", threads=1, teacher_dir=teacher_dir)
+    row = json.loads((tmp_path / "mix" / "train_log.json").read_text())[0]
+    assert row["kd_loss"] == pytest.approx(rows[0]["kd_loss"], rel=1e-5)
+    assert row["loss"] == pytest.approx(row["kd_loss"] + 0.5 * row["nll"], rel=1e-4)
+
+
+def test_gkd_trains_on_the_students_own_samples(quantized_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from qmr.restore.train import train_restore
+
+    cfg = RestoreConfig(objective="gkd", gkd_lmbda=1.0, gkd_max_new_tokens=6, kd_nll_weight=1.0, max_steps=2, seed=0, **FAST)
+    out = tmp_path / "gkd"
+    stats = train_restore(quantized_dir, toy_pairs(), cfg, out, threads=1, teacher_dir=_fp_dir(quantized_dir))
+    rows = json.loads((out / "train_log.json").read_text())
+    assert stats["steps"] == 2 and [r["on_policy"] for r in rows] == [1.0, 1.0]
+    # on-policy batches: the divergence on the student's tokens only, no NLL term (its labels are its own)
+    assert all(r["nll"] is None and r["kd_loss"] > 0 and r["loss"] == pytest.approx(r["kd_loss"], rel=1e-5) for r in rows)
+    lora_b = [v for k, v in load_file(str(out / "adapter_model.safetensors")).items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)
+
+
 def _lrs_used(quantized_dir, cfg: RestoreConfig, total: int) -> list[float]:
     """The learning rate of each of ``total`` optimizer steps under the trainer's own scheduler."""
     import tempfile

@@ -108,10 +108,11 @@ import logging, sys
 logging.basicConfig(level=logging.INFO)
 from qmr.io import read_jsonl
 from qmr.restore.train import RestoreConfig, train_restore
-cfg = RestoreConfig(objective="sft", lora_r=4, lora_alpha=8, lora_dropout=0.1, learning_rate=1e-2, warmup_ratio=0.1,
-                    batch_size=4, epochs=2.0, max_length=128, checkpoint_steps=2, seed=0)
-model, pairs, out, ckpt = sys.argv[1:5]
-train_restore(model, read_jsonl(pairs), cfg, out, threads=1, checkpoint_dir=ckpt, identity="test")
+model, pairs, out, ckpt, objective = sys.argv[1:6]
+# kd: the model distils itself (lora_dropout makes the student differ) + the NLL of chosen
+cfg = RestoreConfig(objective=objective, lora_r=4, lora_alpha=8, lora_dropout=0.1, learning_rate=1e-2, warmup_ratio=0.1,
+                    batch_size=4, epochs=2.0, max_length=128, checkpoint_steps=2, seed=0, kd_nll_weight=1.0)
+train_restore(model, read_jsonl(pairs), cfg, out, threads=1, checkpoint_dir=ckpt, identity="test", teacher_dir=model)
 """
 
 
@@ -129,19 +130,20 @@ def _script(root: Path, name: str, text: str, *args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(path), *map(str, args)], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_restore_killed_mid_training_resumes_to_the_same_adapter(project, tmp_path):
+@pytest.mark.parametrize("objective", ["sft", "kd"])
+def test_restore_killed_mid_training_resumes_to_the_same_adapter(project, tmp_path, objective):
     from safetensors.torch import load_file
 
     model = project / "models" / "quantized" / "toy" / "fp"
     pairs = tmp_path / "pairs.jsonl"
     write_jsonl(pairs, _pairs(32))  # 8 steps per epoch, 16 in all, a checkpoint every 2
     ref_out, out, ckpt = tmp_path / "ref", tmp_path / "out", tmp_path / "ckpt"
-    ref = _script(tmp_path, "restore.py", RESTORE_SCRIPT, model, pairs, ref_out, tmp_path / "ref-ckpt")
+    ref = _script(tmp_path, "restore.py", RESTORE_SCRIPT, model, pairs, ref_out, tmp_path / "ref-ckpt", objective)
     assert ref.wait(timeout=600) == 0, ref.stdout.read()
     assert not (tmp_path / "ref-ckpt").exists()
 
     kill_at = random.Random(11).choice([4, 6, 8, 10])  # a checkpoint step, in either epoch
-    victim = _script(tmp_path, "restore.py", RESTORE_SCRIPT, model, pairs, out, ckpt)
+    victim = _script(tmp_path, "restore.py", RESTORE_SCRIPT, model, pairs, out, ckpt, objective)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and not (ckpt / f"checkpoint-{kill_at}" / "trainer_state.json").exists():
         time.sleep(0.01)
@@ -151,7 +153,7 @@ def test_restore_killed_mid_training_resumes_to_the_same_adapter(project, tmp_pa
     saved = sorted(int(d.name.split("-")[1]) for d in ckpt.glob("checkpoint-*"))
     assert saved and kill_at <= saved[-1] < 16
 
-    resumed = _script(tmp_path, "restore.py", RESTORE_SCRIPT, model, pairs, out, ckpt)
+    resumed = _script(tmp_path, "restore.py", RESTORE_SCRIPT, model, pairs, out, ckpt, objective)
     log = resumed.communicate(timeout=600)[0]
     assert resumed.returncode == 0, log
     assert "resuming from" in log and "checkpoint-" in log
@@ -161,6 +163,8 @@ def test_restore_killed_mid_training_resumes_to_the_same_adapter(project, tmp_pa
     new_log = json.loads((out / "train_log.json").read_text())
     assert [r["step"] for r in new_log] == [r["step"] for r in ref_log] == list(range(1, 17))
     assert [r["loss"] for r in new_log] == [r["loss"] for r in ref_log]
+    if objective == "kd":
+        assert [r["kd_loss"] for r in new_log] == [r["kd_loss"] for r in ref_log] and ref_log[-1]["kd_loss"] > 0
     assert not ckpt.exists()
 
 

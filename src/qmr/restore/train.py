@@ -13,11 +13,29 @@ Objectives (``RestoreConfig.objective``):
   (the ``sft`` term is the token-mean NLL of the chosen completion).
 - ``sft``: supervised fine-tuning on prompt + chosen with the loss on the chosen tokens only
   (rejected is ignored).
+- ``step_dpo``: Step-DPO: ``dpo_nll`` on step spans (chosen and rejected cut to their first step,
+  whatever ``pair_span`` says; see `span_pairs`), with ``rpo_alpha`` x NLL on the chosen step as anchor.
+- ``kd``: off-policy distillation from the reference (full-precision) model, the *teacher*, on prompt +
+  chosen: trl's `GKDTrainer` (``trl.experimental.gkd``) with ``lmbda = 0`` and ``seq_kd = False``; the
+  loss is the teacher-vs-student divergence on each chosen token (``kd_loss``: forward KL(teacher ||
+  student), or the generalized JSD with ``kd_beta``) at ``kd_temperature``, + ``kd_nll_weight`` x the NLL
+  of chosen. The student is the quantized base + the adapter; rejected is ignored.
+- ``gkd``: the same with a share ``gkd_lmbda`` of on-policy batches: the student samples a continuation
+  of each prompt (at ``kd_temperature``, up to ``gkd_max_new_tokens``) and the loss is the divergence
+  on its own tokens (no NLL term on those batches).
+
+``kd`` and ``gkd`` need ``teacher_dir`` (the stage passes ``models/quantized/<model>/<evaluate.reference>``).
+
+``pair_span`` (``full`` | ``step``): ``step`` cuts chosen and rejected to their first line, the first
+step after the prompt's prefix, as Step-DPO does. Like every non-conversational completion in trl, a
+cut completion ends with the tokenizer's EOS (trl appends it), so an NLL term on a step span also
+teaches "stop after this step"; the DPO term sees the EOS on both sides.
 
 Outputs of `train_restore` in ``out_dir``: the adapter (``adapter_config.json`` +
 ``adapter_model.safetensors``), the tokenizer, ``restore.json`` (config, base path, pairs, seconds, …)
 and ``train_log.json`` (one row per optimizer step: step, loss, rewards/margins, rewards/chosen,
-rewards/rejected, learning_rate). With no pairs nothing is trained: ``restore.json`` says so, there is
+rewards/rejected, learning_rate; ``kd``/``gkd`` add kd_loss and nll, ``gkd`` also on_policy: the share of
+on-policy batches in the step). With no pairs nothing is trained: ``restore.json`` says so, there is
 no adapter, and `load_restored` returns the quantized base unchanged.
 
 ``merge = "requantize"`` is done by the caller with `merge_and_requantize` (it needs the variant's
@@ -53,9 +71,18 @@ OBJECTIVES = Registry(
     {
         "dpo": "qmr.restore.train:dpo_trainer",
         "dpo_nll": "qmr.restore.train:dpo_nll_trainer",
+        "gkd": "qmr.restore.train:gkd_trainer",
+        "kd": "qmr.restore.train:kd_trainer",
         "sft": "qmr.restore.train:sft_trainer",
+        "step_dpo": "qmr.restore.train:step_dpo_trainer",
     },
 )
+# objectives that distil from the reference model (they need `train_restore`'s ``teacher_dir``)
+TEACHER_OBJECTIVES = ("gkd", "kd")
+# objectives that read ``rejected`` (a pair whose two sides are equal after `span_pairs` is dropped)
+PREFERENCE_OBJECTIVES = ("dpo", "dpo_nll", "step_dpo")
+# train_log.json columns beyond LOG_KEYS, per objective
+OBJECTIVE_LOG_KEYS = {"kd": ("kd_loss", "nll"), "gkd": ("kd_loss", "nll", "on_policy")}
 Objective = OBJECTIVES.literal()
 
 
@@ -64,10 +91,34 @@ class RestoreConfig:
     """DPO + LoRA training of the restored model (``restore`` in params.yaml)."""
 
     objective: Objective = field(
-        "dpo", help="dpo (the paper) | dpo_nll (DPO + rpo_alpha x NLL on chosen) | sft (prompt + chosen only)"
+        "dpo",
+        help="dpo (the paper) | dpo_nll (DPO + rpo_alpha x NLL on chosen) | sft (prompt + chosen only) | "
+        "step_dpo (dpo_nll on first-step spans) | kd (distil the reference model's token distributions on "
+        "chosen) | gkd (kd with a gkd_lmbda share of on-policy student samples)",
     )
     beta: float = field(0.1, help="DPO beta: strength of the pull towards the quantized reference")
-    rpo_alpha: float = field(1.0, help="weight of the NLL-on-chosen term (objective dpo_nll)")
+    rpo_alpha: float = field(1.0, help="weight of the NLL-on-chosen term (objectives dpo_nll, step_dpo)")
+    pair_span: Literal["full", "step"] = field(
+        "full",
+        help="full = the whole continuations; step = chosen and rejected cut to their first line (the first "
+        "step after the prefix), as Step-DPO; objective step_dpo always uses step",
+    )
+    kd_loss: Literal["forward_kl", "jsd"] = field(
+        "forward_kl",
+        help="kd/gkd divergence per chosen token: forward_kl = KL(teacher || student); jsd = generalized JSD "
+        "with kd_beta",
+    )
+    kd_beta: float = field(
+        0.5, help="generalized-JSD interpolation (kd_loss jsd): 0 = forward KL, 0.5 = JSD, 1 = reverse KL", ge=0.0, le=1.0
+    )
+    kd_temperature: float = field(
+        1.0, help="softmax temperature of both distributions in the kd/gkd divergence (no T^2 factor) and of gkd's sampling; > 0"
+    )
+    kd_nll_weight: float = field(0.0, help="weight of the NLL on chosen added to the kd/gkd loss (>= 0)")
+    gkd_lmbda: float = field(
+        0.5, help="gkd: share of batches on which the student samples its own continuation (0 = kd)", ge=0.0, le=1.0
+    )
+    gkd_max_new_tokens: int = field(128, help="gkd: most tokens the student samples per on-policy continuation", ge=1)
     lora_r: int = field(16, help="LoRA rank")
     lora_alpha: int = field(32, help="LoRA scaling alpha")
     lora_dropout: float = field(0.05, help="LoRA dropout")
@@ -109,8 +160,11 @@ class RestoreConfig:
         for name in ("beta", "learning_rate"):
             if getattr(self, name) <= 0:
                 out.append(Problem(f"{p}{name}", getattr(self, name), "a number > 0"))
-        if self.rpo_alpha < 0:
-            out.append(Problem(f"{p}rpo_alpha", self.rpo_alpha, "a number >= 0"))
+        for name in ("rpo_alpha", "kd_nll_weight"):
+            if getattr(self, name) < 0:
+                out.append(Problem(f"{p}{name}", getattr(self, name), "a number >= 0"))
+        if not self.kd_temperature > 0:
+            out.append(Problem(f"{p}kd_temperature", self.kd_temperature, "a number > 0"))
         if not 0 <= self.lora_dropout < 1:
             out.append(Problem(f"{p}lora_dropout", self.lora_dropout, "a number in [0, 1)"))
         if not 0 <= self.warmup_ratio < 1:
@@ -244,18 +298,41 @@ def _cap_warmup(trainer, ratio: float) -> None:
     trainer.create_scheduler = create_scheduler
 
 
-def _log_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def log_keys(objective: str) -> tuple[str, ...]:
+    """The columns of ``train_log.json`` (besides ``step``) for ``objective``."""
+    return LOG_KEYS + OBJECTIVE_LOG_KEYS.get(objective, ())
+
+
+def _log_rows(history: list[dict[str, Any]], keys: Sequence[str] = LOG_KEYS) -> list[dict[str, Any]]:
     rows = []
     for rec in history:
         if "loss" not in rec or "step" not in rec:
             continue  # the final summary row (train_loss, runtime) and eval rows
         rows.append(
-            {"step": int(rec["step"]), **{k: (float(rec[k]) if k in rec else None) for k in LOG_KEYS}}
+            {"step": int(rec["step"]), **{k: (float(rec[k]) if k in rec else None) for k in keys}}
         )
     return rows
 
 
-def _build_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, output_dir: str, checkpointing: bool = False):
+def span_pairs(pairs: Sequence[dict], span: str) -> list[dict]:
+    """``pairs`` with chosen and rejected cut to ``span``: ``full`` keeps them; ``step`` keeps the first
+    line of each (the first step after the prompt's prefix; Step-DPO's unit). The prompt is unchanged."""
+    if span == "full":
+        return list(pairs)
+    if span != "step":
+        raise ValueError(f"restore.pair_span: {span!r} is not one of 'full', 'step'")
+    first = lambda text: str(text).lstrip("\n").split("\n", 1)[0]  # noqa: E731
+    return [{**p, "chosen": first(p["chosen"]), "rejected": first(p["rejected"])} for p in pairs]
+
+
+def effective_span(cfg: RestoreConfig) -> str:
+    """The span the run trains on: ``step`` for ``step_dpo``, else ``cfg.pair_span``."""
+    return "step" if cfg.objective == "step_dpo" else cfg.pair_span
+
+
+def _build_trainer(
+    model, tok, pairs: Sequence[dict], cfg: RestoreConfig, output_dir: str, checkpointing: bool = False, teacher=None
+):
     from peft import LoraConfig
 
     lora = LoraConfig(
@@ -272,7 +349,7 @@ def _build_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, output
 
     prompts = strip_bos([p["prompt"] for p in pairs], tok)
     pairs = [{**p, "prompt": prompt} for p, prompt in zip(pairs, prompts, strict=True)]
-    trainer = OBJECTIVES.load(cfg.objective, "restore.objective")(model, tok, pairs, cfg, args, lora)
+    trainer = OBJECTIVES.load(cfg.objective, "restore.objective")(model, tok, pairs, cfg, args, lora, teacher=teacher)
     _cap_warmup(trainer, cfg.warmup_ratio)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -282,7 +359,7 @@ def _build_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, output
     return trainer
 
 
-def sft_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, args: dict, lora):
+def sft_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, args: dict, lora, teacher=None):
     """Objective ``sft``: prompt + chosen, loss on the chosen tokens only (rejected is ignored)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -303,14 +380,176 @@ def _dpo(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, args: dict, lora
     )
 
 
-def dpo_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, args: dict, lora):
+def dpo_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, args: dict, lora, teacher=None):
     """Objective ``dpo``: the paper's sigmoid DPO loss (reference = the adapter disabled)."""
     return _dpo(model, tok, pairs, cfg, args, lora, {"loss_type": ["sigmoid"]})
 
 
-def dpo_nll_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, args: dict, lora):
+def dpo_nll_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, args: dict, lora, teacher=None):
     """Objective ``dpo_nll``: DPO + ``rpo_alpha`` x the NLL of the chosen completion (RPO)."""
     return _dpo(model, tok, pairs, cfg, args, lora, {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, float(cfg.rpo_alpha)]})
+
+
+def step_dpo_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, args: dict, lora, teacher=None):
+    """Objective ``step_dpo``: ``dpo_nll`` (DPO + ``rpo_alpha`` x NLL anchor) on step spans; `train_restore`
+    has already cut the pairs with `span_pairs` (`effective_span` is ``step``)."""
+    return dpo_nll_trainer(model, tok, pairs, cfg, args, lora)
+
+
+class KDCollator:
+    """Batches of prompt + completion for the distillation trainers: ``input_ids``/``attention_mask``
+    (right-padded), ``labels`` (-100 on the prompt and the padding: the divergence and the NLL count the
+    completion tokens only), and the left-padded prompt alone (``prompts``/``prompt_attention_mask``) from
+    which `gkd` samples. Tokenized as trl's SFT does a prompt-completion pair: the completion starts where
+    the tokenized prompt and prompt + completion diverge, EOS is appended, the end is cut at ``max_length``.
+    """
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tok = tokenizer
+        self.max_length = max_length
+
+    def _encode(self, prompt: str, completion: str) -> tuple[list[int], list[int], list[int]]:
+        p = self.tok(prompt)["input_ids"]
+        pc = self.tok(prompt + completion)["input_ids"]
+        n = 0
+        while n < min(len(p), len(pc)) and p[n] == pc[n]:
+            n += 1
+        eos = self.tok.eos_token_id
+        if eos is not None and (not pc or pc[-1] != eos):
+            pc = pc + [eos]
+        ids = pc[: self.max_length]
+        labels = [-100] * min(n, len(ids)) + ids[n:]
+        return ids, labels, p[-self.max_length :]
+
+    def __call__(self, examples: list[dict]) -> dict:
+        import torch
+
+        enc = [self._encode(ex["prompt"], ex["completion"]) for ex in examples]
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        width = max(len(ids) for ids, _, _ in enc)
+        pwidth = max(len(p) for _, _, p in enc)
+
+        def right(seq, fill, w):
+            return seq + [fill] * (w - len(seq))
+
+        return {
+            "input_ids": torch.tensor([right(ids, pad, width) for ids, _, _ in enc]),
+            "attention_mask": torch.tensor([right([1] * len(ids), 0, width) for ids, _, _ in enc]),
+            "labels": torch.tensor([right(lab, -100, width) for _, lab, _ in enc]),
+            "prompts": torch.tensor([[pad] * (pwidth - len(p)) + p for _, _, p in enc]),
+            "prompt_attention_mask": torch.tensor([[0] * (pwidth - len(p)) + [1] * len(p) for _, _, p in enc]),
+        }
+
+
+_KD_TRAINER = None
+
+
+def _gkd():
+    """``(GKDConfig, GKDTrainer)`` from ``trl.experimental.gkd`` (its import-time "experimental" warning is
+    expected here: trl's non-experimental `DistillationTrainer` is on-policy only, no dataset completions)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*trl.experimental.*")
+        from trl.experimental.gkd import GKDConfig, GKDTrainer
+    return GKDConfig, GKDTrainer
+
+
+def _kd_trainer_class():
+    """trl's `GKDTrainer` with qmr's loss: the divergence at ``kd_temperature`` (trl's own compute_loss
+    divides by no temperature), + ``kd_nll_weight`` x the NLL of the labels on off-policy batches, and
+    kd_loss / nll / on_policy in the logged metrics. Built on first use (trl is a heavy import)."""
+    global _KD_TRAINER
+    if _KD_TRAINER is not None:
+        return _KD_TRAINER
+    import torch
+    import torch.nn.functional as F
+
+    _, GKDTrainer = _gkd()
+
+    class KDTrainer(GKDTrainer):
+        kd_temperature = 1.0
+        kd_nll_weight = 0.0
+        _on_policy = False
+
+        def generate_on_policy_outputs(self, model, inputs, generation_config):  # marks the batch on-policy
+            if model is not self.teacher_model:
+                self._on_policy = True
+            return GKDTrainer.generate_on_policy_outputs(model, inputs, generation_config)
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            self._on_policy = False
+            return super().training_step(model, inputs, num_items_in_batch)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            student = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            self.teacher_model.eval()
+            with torch.no_grad():
+                teacher = self.teacher_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            s_logits = student.logits[:, :-1, :].float()  # float32 softmaxes under bf16 autocast too
+            t_logits = teacher.logits[:, :-1, :].float()
+            labels = inputs["labels"][:, 1:]
+            mask = labels != -100
+            tokens = mask.sum().clamp_min(1)
+            per_token = self.generalized_jsd_loss(
+                s_logits, t_logits, labels=labels, beta=self.beta, temperature=self.kd_temperature, reduction="none"
+            )  # the masked tokens' divergences (summed over the vocabulary)
+            kd_sum = per_token.sum()
+            nll_sum = F.cross_entropy(
+                s_logits.reshape(-1, s_logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="sum"
+            )
+            # a mean over this micro-batch's completion tokens (the Trainer divides by the accumulation steps:
+            # model_accepts_loss_kwargs is off). Not trl's num_items_in_batch: that counts the dataset's
+            # completion tokens, while an on-policy batch's are the student's own.
+            loss = kd_sum / tokens
+            if self.kd_nll_weight and not self._on_policy:  # an on-policy batch's labels are the student's own tokens
+                loss = loss + self.kd_nll_weight * nll_sum / tokens
+            mode = "train" if model.training else "eval"
+            self._metrics[mode]["kd_loss"].append((kd_sum / tokens).item())
+            if not self._on_policy:
+                self._metrics[mode]["nll"].append((nll_sum / tokens).item())
+            if self.lmbda > 0:
+                self._metrics[mode]["on_policy"].append(float(self._on_policy))
+            return (loss, student) if return_outputs else loss
+
+    _KD_TRAINER = KDTrainer
+    return KDTrainer
+
+
+def _distil(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, args: dict, lora, teacher, lmbda: float):
+    if teacher is None:
+        raise ValueError(f"restore.objective {cfg.objective!r} distils from the reference model: pass teacher_dir")
+    from datasets import Dataset
+
+    GKDConfig, _ = _gkd()
+    data = Dataset.from_list([{"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs])
+    targs = GKDConfig(
+        **args,
+        lmbda=float(lmbda),
+        seq_kd=False,
+        beta=0.0 if cfg.kd_loss == "forward_kl" else float(cfg.kd_beta),
+        temperature=float(cfg.kd_temperature),
+        max_new_tokens=int(cfg.gkd_max_new_tokens),
+        disable_dropout=False,  # lora_dropout applies as for the other objectives
+    )
+    trainer = _kd_trainer_class()(
+        model=model, teacher_model=teacher, args=targs, train_dataset=data, processing_class=tok,
+        peft_config=lora, data_collator=KDCollator(tok, cfg.max_length),
+    )  # fmt: skip
+    trainer.model_accepts_loss_kwargs = False  # per-micro-batch token means, divided by the accumulation steps
+    trainer.kd_temperature = float(cfg.kd_temperature)
+    trainer.kd_nll_weight = float(cfg.kd_nll_weight)
+    return trainer
+
+
+def kd_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, args: dict, lora, teacher=None):
+    """Objective ``kd``: off-policy distillation of ``teacher`` on prompt + chosen (GKD with lmbda 0)."""
+    return _distil(model, tok, pairs, cfg, args, lora, teacher, lmbda=0.0)
+
+
+def gkd_trainer(model, tok, pairs: Sequence[dict], cfg: RestoreConfig, args: dict, lora, teacher=None):
+    """Objective ``gkd``: distillation with a ``gkd_lmbda`` share of on-policy (student-sampled) batches."""
+    return _distil(model, tok, pairs, cfg, args, lora, teacher, lmbda=cfg.gkd_lmbda)
 
 
 def _checkpoint_fingerprint(model, pairs: Sequence[dict], cfg: RestoreConfig, identity: Any) -> str:
@@ -354,7 +593,8 @@ def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: str) -> str | None:
 
 
 def train_adapter(
-    model, tokenizer, pairs: Sequence[dict], cfg: RestoreConfig, checkpoint_dir: str | Path | None = None, identity: Any = None
+    model, tokenizer, pairs: Sequence[dict], cfg: RestoreConfig, checkpoint_dir: str | Path | None = None, identity: Any = None,
+    teacher=None,
 ):
     """Attach a LoRA adapter to ``model`` (the dequantized quantized base) and train it on ``pairs``.
 
@@ -366,23 +606,28 @@ def train_adapter(
     with the same model (``identity``: e.g. its files' sizes and times), pairs and config resumes from the newest one
     (``Trainer.train(resume_from_checkpoint=...)``): a killed run continues where it stopped and ends
     with the same adapter. The caller removes the directory once the result is saved.
+
+    ``teacher``: the loaded reference model the ``kd``/``gkd`` objectives distil from (frozen).
+    ``pairs`` are trained as given: `train_restore` applies `span_pairs` first.
     """
     if not pairs:
         raise ValueError("train_adapter: no pairs to train on")
+    if cfg.objective in TEACHER_OBJECTIVES and teacher is None:
+        raise ValueError(f"restore.objective {cfg.objective!r} distils from the reference model: pass a teacher")
     resume_from = None
     with tempfile.TemporaryDirectory(prefix="qmr-restore-") as tmp:
         output_dir = tmp
         if checkpoint_dir is not None and cfg.checkpoint_steps > 0:
             output_dir = str(checkpoint_dir)
             resume_from = _prepare_checkpoints(Path(checkpoint_dir), _checkpoint_fingerprint(model, pairs, cfg, identity))
-        trainer = _build_trainer(model, tokenizer, pairs, cfg, output_dir, checkpointing=output_dir != tmp)
+        trainer = _build_trainer(model, tokenizer, pairs, cfg, output_dir, checkpointing=output_dir != tmp, teacher=teacher)
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         log.info(
             "restore: %s on %d pairs (%d trainable adapter parameters)%s", cfg.objective, len(pairs), trainable,
             f", resuming from {resume_from}" if resume_from else "",
         )  # fmt: skip
         result = trainer.train(resume_from_checkpoint=resume_from)
-    rows = _log_rows(trainer.state.log_history)
+    rows = _log_rows(trainer.state.log_history, log_keys(cfg.objective))
     for row in rows:
         log.debug("restore step %s", row)
     losses = [r["loss"] for r in rows if r["loss"] is not None]
@@ -395,6 +640,9 @@ def train_adapter(
         "last_loss": losses[-1] if losses else None,
         "final_margin": rows[-1]["rewards/margins"] if rows else None,
     }
+    if cfg.objective in TEACHER_OBJECTIVES:
+        kd = [r["kd_loss"] for r in rows if r.get("kd_loss") is not None]
+        summary.update(first_kd_loss=kd[0] if kd else None, last_kd_loss=kd[-1] if kd else None)
     peft_model = trainer.model
     peft_model.eval()
     return peft_model, rows, summary
@@ -408,15 +656,29 @@ def train_restore(
     threads: int = 1,
     checkpoint_dir: str | Path | None = None,
     identity: Any = None,
+    teacher_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train a LoRA adapter on the quantized model at ``quantized_dir`` with ``pairs``; save to ``out_dir``.
 
     Deterministic given ``cfg.seed`` and ``threads``. Returns the record also written to ``restore.json``.
     ``checkpoint_dir``: resumable checkpoints (see `train_adapter`), removed once the adapter is saved.
+    ``teacher_dir``: the reference (full-precision) checkpoint; loaded only for the objectives in
+    ``TEACHER_OBJECTIVES`` (`kd`, `gkd`), which need it. The pairs are cut to `effective_span` first; for
+    a preference objective a pair whose chosen and rejected are equal after the cut is dropped.
     """
     problems = cfg.check("restore")
     if problems:
         raise ValueError("; ".join(str(p) for p in problems))
+    needs_teacher = cfg.objective in TEACHER_OBJECTIVES
+    if needs_teacher and teacher_dir is None:
+        raise ValueError(f"restore.objective {cfg.objective!r} distils from the reference model: pass teacher_dir")
+    span = effective_span(cfg)
+    given = len(pairs)
+    pairs = span_pairs(pairs, span)
+    if span != "full" and cfg.objective in PREFERENCE_OBJECTIVES:
+        pairs = [p for p in pairs if p["chosen"] != p["rejected"]]
+    if len(pairs) < given:
+        log.info("restore: %d of %d pairs dropped (chosen == rejected on %s spans)", given - len(pairs), given, span)
     from qmr.determinism import set_determinism
 
     out_dir = Path(out_dir)
@@ -434,6 +696,9 @@ def train_restore(
         "problems": len({str(p["id"]) for p in pairs}),
         "subsets": sorted({str(p.get("subset")) for p in pairs if p.get("subset")}),
         "config": asdict(cfg),
+        "pair_span": span,
+        "span_dropped": given - len(pairs),
+        "teacher": str(teacher_dir) if needs_teacher else None,
         "threads": threads,
         "dtype": dtype_name(model.dtype),
     }
@@ -445,7 +710,10 @@ def train_restore(
         record["message"] = "no pairs: nothing was trained; the restored model is the quantized base"
         log.warning(record["message"])
     else:
-        peft_model, rows, summary = train_adapter(model, tok, pairs, cfg, checkpoint_dir=checkpoint_dir, identity=identity)
+        teacher = load_base(teacher_dir)[0] if needs_teacher else None
+        peft_model, rows, summary = train_adapter(
+            model, tok, pairs, cfg, checkpoint_dir=checkpoint_dir, identity=identity, teacher=teacher
+        )
         peft_model.save_pretrained(str(out_dir))
         record.update(trained=True, **summary)
         if checkpoint_dir is not None:

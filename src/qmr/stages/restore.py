@@ -1,4 +1,5 @@
-"""Stage `restore`: DPO (or a control objective) + LoRA on the quantized model, from the silver pairs."""
+"""Stage `restore`: DPO (or a control objective: sft, step_dpo, kd/gkd from the reference model) + LoRA on the
+quantized model, from the silver pairs."""
 
 from __future__ import annotations
 
@@ -13,17 +14,22 @@ log = logging.getLogger(__name__)
 def run(params, model: str, variant: str) -> None:
     from qmr.checkpoints import checkpoint_identity
     from qmr.determinism import set_determinism
-    from qmr.restore.train import merge_and_requantize, train_restore
+    from qmr.restore.train import TEACHER_OBJECTIVES, merge_and_requantize, train_restore
 
     cfg = params.restore
     pairs = read_jsonl(paths.silver(model, variant))
     out = paths.restored_model(model, variant)
     set_determinism(cfg.seed, params.threads)
     quantized = paths.quantized_model(model, variant)
+    # kd / gkd distil from the reference model (the full-precision checkpoint the silver teacher also is)
+    teacher = paths.quantized_model(model, params.evaluate.reference)
+    identity = checkpoint_identity(str(quantized))
+    if cfg.objective in TEACHER_OBJECTIVES:
+        identity = {"base": identity, "teacher": checkpoint_identity(str(teacher))}
     # a killed run resumes from its last trainer checkpoint (restore.checkpoint_steps) with the same result
     stats = train_restore(
         quantized, pairs, cfg, out, threads=params.threads,
-        checkpoint_dir=paths.cache_dir() / "restore" / model / variant, identity=checkpoint_identity(str(quantized)),
+        checkpoint_dir=paths.cache_dir() / "restore" / model / variant, identity=identity, teacher_dir=teacher,
     )  # fmt: skip
     if cfg.merge == "requantize" and stats.get("trained"):
         from qmr.modelspec import load_spec
