@@ -135,6 +135,8 @@ def test_dvc_repro_small_pipeline(tmp_path):
         for bench in ("test", "mine"):
             m = entry[bench]
             assert 0.0 <= m["accuracy"] <= 1.0
+            lo, hi = m["accuracy_ci"]  # 95% Wilson interval beside the point value
+            assert lo <= m["accuracy"] <= hi
             assert m["problems"] == 60
             assert m["flips"] >= 0
         assert entry["control"]["problems"] == 30
@@ -159,6 +161,7 @@ def test_dvc_repro_small_pipeline(tmp_path):
     restore = json.loads((work / "metrics" / "restore.json").read_text())["toy"]["rtn-w2g32"]
     assert {"pairs", "trained", "test", "control"} <= set(restore)
     assert {"accuracy_fp", "accuracy_quantized", "accuracy_restored"} <= set(restore["test"])
+    assert {"problems", "accuracy_fp_ci", "accuracy_quantized_ci", "accuracy_restored_ci", "recovery_ratio_ci"} <= set(restore["test"])
     # wall-clock numbers live in metrics/speed/ only, so the quality metrics of two runs can be compared byte for byte
     assert json.loads((work / "metrics" / "speed" / "base" / "toy.json").read_text())["seconds"] > 0
     assert "train_seconds" in json.loads((work / "metrics" / "speed" / "restore.json").read_text())["toy"]["rtn-w2g32"]

@@ -4,9 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from qmr.stats import verdict
+
+INTERVALS = ("Brackets: 95% intervals — Wilson over problems for one run's accuracy, a bootstrap over problems for one "
+             "run's recovery ratio, a Student t-interval over seeds for a mean over runs. \"not significant\": the two "
+             "intervals overlap (a conservative reading: separate intervals mean a real difference, overlapping ones "
+             "do not prove there is none).")  # fmt: skip
+
 
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}"
+
+
+def _ci(ci: list[float] | None, pct: bool = True) -> str:
+    """`` [lo, hi]`` after a value (percent points or ratio), or nothing without an interval."""
+    if not ci:
+        return ""
+    return f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if pct else f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def _vs(a: list[float] | None, b: list[float] | None) -> str:
+    return verdict(a, b) or "—"
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -15,16 +33,27 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return out
 
 
-def accuracy_table(evaluate: dict, benchmarks: list[str]) -> list[str]:
-    """Table 1 layout: accuracy (%) with degradation vs fp, flips, and the Linear-weight compression."""
-    header = ["model", "variant", "scheme"] + [f"{b} acc % (deg %)" for b in benchmarks] + [f"{b} flips" for b in benchmarks] + ["Linear bytes ÷"]
+def accuracy_table(evaluate: dict, benchmarks: list[str], reference: str | None = None) -> list[str]:
+    """Table 1 layout: accuracy (%) [95% CI] with degradation vs fp, flips, and the Linear-weight
+    compression; a degradation whose interval overlaps the ``reference`` variant's is "not significant"."""
+    header = ["model", "variant", "scheme"] + [f"{b} acc % [95% CI] (deg %)" for b in benchmarks] + [f"{b} flips" for b in benchmarks] + ["Linear bytes ÷"]
     rows = []
     for model, variants in evaluate.items():
+        ref = variants.get(reference) if reference else None
         for variant, entry in variants.items():
             size = entry.get("size", {})
+            cells = []
+            for b in benchmarks:
+                if b not in entry:
+                    continue
+                m = entry[b]
+                note = ""
+                if ref is not None and variant != reference and b in ref and verdict(m.get("accuracy_ci"), ref[b].get("accuracy_ci")) == "not significant":
+                    note = ", not significant"
+                cells.append(f"{_pct(m['accuracy'])}{_ci(m.get('accuracy_ci'))} ({m['degradation_pct']:+.1f}{note})")
             rows.append(
                 [model, variant, size.get("scheme", "FP")]
-                + [f"{_pct(entry[b]['accuracy'])} ({entry[b]['degradation_pct']:+.1f})" for b in benchmarks if b in entry]
+                + cells
                 + [entry[b]["flips"] for b in benchmarks if b in entry]
                 + [size.get("linear_compression_ratio", 1.0)]
             )
@@ -70,18 +99,24 @@ def judge_table(vote: dict) -> list[str]:
 
 
 def restore_table(restore: dict) -> list[str]:
-    """Table 2 / Appendix F layout: fp, quantized, restored per benchmark with the recovery ratio."""
+    """Table 2 / Appendix F layout: fp, quantized, restored per benchmark [95% CI] with the recovery ratio,
+    and whether restored differs from quantized and from fp beyond the intervals."""
     rows = []
     for model, variants in restore.items():
         for variant, e in variants.items():
             for bench, m in e.items():
                 if not isinstance(m, dict) or "accuracy_fp" not in m:
                     continue
+                fp, q, r = m.get("accuracy_fp_ci"), m.get("accuracy_quantized_ci"), m.get("accuracy_restored_ci")
+                ratio = m.get("recovery_ratio")
                 rows.append(
-                    [model, variant, e.get("subset"), e.get("objective"), bench, _pct(m["accuracy_fp"]), _pct(m["accuracy_quantized"]),
-                     _pct(m["accuracy_restored"]), m.get("recovery_ratio"), e.get("pairs")]
+                    [model, variant, e.get("subset"), e.get("objective"), bench, f"{_pct(m['accuracy_fp'])}{_ci(fp)}",
+                     f"{_pct(m['accuracy_quantized'])}{_ci(q)}", f"{_pct(m['accuracy_restored'])}{_ci(r)}",
+                     None if ratio is None else f"{ratio}{_ci(m.get('recovery_ratio_ci'), pct=False)}",
+                     _vs(r, q), _vs(r, fp), e.get("pairs")]  # fmt: skip
                 )
-    return _table(["model", "variant", "subset", "objective", "benchmark", "fp %", "quantized %", "restored %", "recovery", "pairs"], rows)
+    return _table(["model", "variant", "subset", "objective", "benchmark", "fp %", "quantized %", "restored %", "recovery",
+                   "restored vs quantized", "restored vs fp", "pairs"], rows)  # fmt: skip
 
 
 def align_table(align: dict) -> list[str]:
@@ -95,23 +130,24 @@ def align_table(align: dict) -> list[str]:
 
 
 def render_report(
-    evaluate: dict, vote: dict | None, restore: dict | None, benchmarks: list[str], ablation: list[str] | None = None, align: dict | None = None
+    evaluate: dict, vote: dict | None, restore: dict | None, benchmarks: list[str], ablation: list[str] | None = None,
+    align: dict | None = None, reference: str | None = None,
 ) -> str:
     lines = ["# qmr report", "", "Generated by `qmr report` from `metrics/*.json`; every number below comes from those files.",
-             "Wall-clock numbers (training seconds, tokens/s) vary run to run and live in `metrics/speed/`.", ""]
+             "Wall-clock numbers (training seconds, tokens/s) vary run to run and live in `metrics/speed/`.", "", INTERVALS, ""]
     if align:
         lines += ["## Format alignment before quantization (§3.1.2)", "",
                   "Compliance = share of outputs with steps before a final `The answer is N.`; quantization applies to the aligned model.", ""]
         lines += align_table(align) + [""]
     lines += ["## Accuracy and degradation (Table 1 layout)", "", "Degradation = (acc_fp − acc_q) / acc_fp. Flips = problems fp solves and the variant does not.", ""]
-    lines += accuracy_table(evaluate, benchmarks) + [""]
+    lines += accuracy_table(evaluate, benchmarks, reference) + [""]
     if vote:
         lines += ["## Where reasoning breaks: first-error types (Appendix E layout)", ""] + taxonomy_table(vote)
         lines += ["## Judges: validity, agreement, accuracy against the toy ground truth, cost", ""] + judge_table(vote)
     if restore:
         lines += ["## Restoration (Table 2 layout)", "", "Recovery ratio = (acc_restored − acc_q) / (acc_fp − acc_q).", ""] + restore_table(restore) + [""]
     if ablation:
-        lines += ["## Ablation across `recovery.subset` experiments", ""] + ablation + [""]
+        lines += ["## Ablation across DVC experiments (seeds grouped)", ""] + ablation + [""]
     return "\n".join(lines) + "\n"
 
 

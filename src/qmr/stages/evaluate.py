@@ -1,14 +1,29 @@
-"""Stage `evaluate`: metrics/evaluate.json (model -> variant -> benchmark) and accuracy plot data."""
+"""Stage `evaluate`: metrics/evaluate.json (model -> variant -> benchmark) and accuracy plot data.
+
+Beside each `accuracy` (majority vote over samples, one value per problem), `accuracy_ci` is its 95%
+Wilson interval over the `problems` (`qmr.stats.wilson`).
+"""
 
 from __future__ import annotations
 
 import logging
 
 from qmr import paths
-from qmr.evaluation import compare, summarize
+from qmr.evaluation import compare, majority_correct, summarize
 from qmr.io import read_json, read_jsonl, write_csv, write_json
+from qmr.stats import rounded, wilson
 
 log = logging.getLogger(__name__)
+
+
+def _with_interval(m: dict, correct: dict[str, bool]) -> dict:
+    """``m`` with `accuracy_ci` (95% Wilson over problems) right after `accuracy`; other keys unchanged."""
+    out = {}
+    for key, value in m.items():
+        out[key] = value
+        if key == "accuracy":
+            out["accuracy_ci"] = rounded(wilson(sum(correct.values()), len(correct)))
+    return out
 
 
 def run(params) -> None:
@@ -24,7 +39,7 @@ def run(params) -> None:
             for bench in params.generate.benchmarks:
                 kind = params.benchmarks[bench].kind
                 traces = read_jsonl(paths.traces(model, variant, bench))
-                m = summarize(traces, kind)
+                m = _with_interval(summarize(traces, kind), majority_correct(traces, kind))
                 speed[model].setdefault(variant, {})[bench] = {"tokens_per_s": m.pop("tokens_per_s")}
                 m.update(compare(read_jsonl(paths.traces(model, ref, bench)), traces, kind))
                 entry[bench] = m

@@ -1,4 +1,10 @@
-"""Stage `reevaluate`: evaluate restored models like `evaluate`; metrics/restore.json with recovery ratios."""
+"""Stage `reevaluate`: evaluate restored models like `evaluate`; metrics/restore.json with recovery ratios.
+
+Per eval benchmark: `problems`; each accuracy with its 95% Wilson interval (`accuracy_<label>_ci`);
+each recovery ratio with a 95% percentile-bootstrap interval (`recovery_ratio<_label>_ci`) over the
+problems, resampled with fp, quantized and restored correctness paired, 2,000 resamples seeded by
+params `seed` (`qmr.stats.bootstrap_ratio`; null when the gap fp − quantized is not resolved).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,25 @@ from qmr import paths
 from qmr.determinism import kernel_info
 from qmr.evaluation import majority_correct, recovery_ratio
 from qmr.io import read_json, read_jsonl, write_csv, write_json
+from qmr.stats import bootstrap_ratio, rounded, wilson
 
 log = logging.getLogger(__name__)
 
 
-def _accuracy(traces: list[dict], kind: str) -> float:
-    maj = majority_correct(traces, kind)
+def _accuracy(maj: dict[str, bool]) -> float:
     return round(sum(maj.values()) / len(maj), 4) if maj else 0.0
+
+
+def _accuracy_ci(maj: dict[str, bool]) -> list[float] | None:
+    return rounded(wilson(sum(maj.values()), len(maj)))
+
+
+def _recovery_ci(fp: dict[str, bool], q: dict[str, bool], r: dict[str, bool], seed: int) -> list[float] | None:
+    """Bootstrap interval of the recovery ratio over the problems all three were evaluated on."""
+    ids = sorted(set(fp) & set(q) & set(r))
+    if not ids:
+        return None
+    return rounded(bootstrap_ratio([fp[i] for i in ids], [q[i] for i in ids], [r[i] for i in ids], seed=seed))
 
 
 def run(params) -> None:
@@ -47,20 +65,27 @@ def run(params) -> None:
                 models_to_eval["requantized"] = (str(rdir / "requantized"), None)
             for bench in evals:
                 kind = params.benchmarks[bench].kind
-                acc_fp = _accuracy(read_jsonl(paths.traces(model, ref, bench)), kind)
-                acc_q = _accuracy(read_jsonl(paths.traces(model, variant, bench)), kind)
-                m = {"accuracy_fp": acc_fp, "accuracy_quantized": acc_q}
+                maj_fp = majority_correct(read_jsonl(paths.traces(model, ref, bench)), kind)
+                maj_q = majority_correct(read_jsonl(paths.traces(model, variant, bench)), kind)
+                acc_fp, acc_q = _accuracy(maj_fp), _accuracy(maj_q)
+                m = {"problems": len(maj_fp), "accuracy_fp": acc_fp, "accuracy_fp_ci": _accuracy_ci(maj_fp),
+                     "accuracy_quantized": acc_q, "accuracy_quantized_ci": _accuracy_ci(maj_q)}  # fmt: skip
                 for label, (path, adapter) in models_to_eval.items():
                     if label == "restored" and adapter is None:
-                        acc_r = acc_q  # nothing trained: the restored model is the quantized one
+                        maj_r = maj_q  # nothing trained: the restored model is the quantized one
                     else:
                         out = paths.restored_traces(model, variant, bench).with_suffix(f".{label}.jsonl")
                         name = f"{variant}+{label}"
                         traces = generate_traces(params, model, path, name, bench, read_jsonl(paths.benchmark(bench)), adapter=adapter,
                                                  write_to=out, partial=paths.generation_partial(model, name, bench))  # fmt: skip
-                        acc_r = _accuracy(traces, kind)
+                        maj_r = majority_correct(traces, kind)
+                    acc_r = _accuracy(maj_r)
+                    ratio = recovery_ratio(acc_fp, acc_q, acc_r)
+                    suffix = "" if label == "restored" else "_" + label
                     m[f"accuracy_{label}"] = acc_r
-                    m[f"recovery_ratio{'' if label == 'restored' else '_' + label}"] = recovery_ratio(acc_fp, acc_q, acc_r)
+                    m[f"accuracy_{label}_ci"] = _accuracy_ci(maj_r)
+                    m[f"recovery_ratio{suffix}"] = ratio
+                    m[f"recovery_ratio{suffix}_ci"] = None if ratio is None else _recovery_ci(maj_fp, maj_q, maj_r, params.seed)
                 entry[bench] = m
                 rows.append({"model": model, "variant": variant, "benchmark": bench, "stage": "fp", "accuracy": acc_fp})
                 rows.append({"model": model, "variant": variant, "benchmark": bench, "stage": "quantized", "accuracy": acc_q})

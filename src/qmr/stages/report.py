@@ -33,7 +33,8 @@ def run(params) -> None:
         else:
             log.info("%s holds experiments of model %r, not one of this params file's: left out", ablation_json, data.get("model"))
     align = read_json(paths.metrics("align")) if paths.metrics("align").exists() else None
-    text = render_report(evaluate, vote, restore, list(params.generate.benchmarks), ablation=ablation, align=align)
+    text = render_report(evaluate, vote, restore, list(params.generate.benchmarks), ablation=ablation, align=align,
+                         reference=params.evaluate.reference)
     write_text(paths.METRICS / "report.md", text)
     figures = save_figures(evaluate, vote, logs, paths.plots("report"))
     curves = [{"run": run, "step": r["step"], "loss": r["loss"]} for run, rows in logs.items() for r in rows]
