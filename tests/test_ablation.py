@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from qmr.ablation import experiment_records, render, summarize
+from qmr.ablation import experiment_records, is_seed, param_keys, render, summarize
+
+REPO = Path(__file__).resolve().parents[1]
+# the params keys the rows below carry (a real run passes param_keys(params.yaml))
+PARAMS = ["seed", "recovery.subset", "recovery.seed", "restore.objective", "restore.merge", "restore.learning_rate", "restore.seed"]
 
 
-def _row(name, subset, objective, seed, recovery, pairs=100, state="Success", typ="branch_commit", prefixed=False):
+def _row(name, subset, objective, seed, recovery, pairs=100, state="Success", typ="branch_commit", prefixed=False, rseed=None, lr=2e-4):
     key = "metrics/restore.json:toy.v.test.recovery_ratio" if prefixed else "toy.v.test.recovery_ratio"
     return {
-        "Experiment": name, "rev": name[:7], "typ": typ, "State": state,
-        "recovery.subset": subset, "restore.objective": objective, "restore.merge": "none", "restore.seed": seed,
+        "Experiment": name, "rev": name[:7], "typ": typ, "State": state, "Created": "2026-12-02", "seed": 0.0,
+        "recovery.subset": subset, "restore.objective": objective, "restore.merge": "none", "restore.seed": float(seed),
+        "recovery.seed": float(seed if rseed is None else rseed), "restore.learning_rate": lr,
         "toy.v.pairs": pairs, "toy.v.trained": pairs > 0, key: recovery,
         "toy.v.test.accuracy_restored": 0.8 + recovery / 10, "toy.v.control.accuracy_restored": 0.9,
     }  # fmt: skip
@@ -28,25 +36,88 @@ ROWS = [
 ]
 
 
+def test_seed_keys_and_params_keys():
+    assert [k for k in param_keys({"seed": 0, "base": {"toy": {"seed": 1, "lr": 1e-3}}, "recovery": {"variants": ["a", "b"], "seed": 0}})
+            ] == ["seed", "base.toy.seed", "base.toy.lr", "recovery.variants", "recovery.seed"]  # fmt: skip
+    assert [k for k in ("seed", "base.toy.seed", "restore.seed", "recovery.seed", "seeds", "restore.seed_pairs") if is_seed(k)] == [
+        "seed", "base.toy.seed", "restore.seed", "recovery.seed"]  # fmt: skip
+    keys = param_keys(__import__("yaml").safe_load((REPO / "params.yaml").read_text()))
+    assert {"seed", "recovery.seed", "restore.seed", "recovery.subset", "restore.objective"} <= set(keys)
+
+
 def test_records_skip_workspace_and_unfinished_and_read_prefixed_keys():
-    recs = experiment_records(ROWS, "toy", "v")
+    recs = experiment_records(ROWS, "toy", "v", PARAMS)
     assert [r["experiment"] for r in recs] == ["base", "exp-a", "exp-b", "exp-c", "exp-d"]
     assert recs[0]["baseline"] and not recs[1]["baseline"]
     assert recs[2]["test.recovery_ratio"] == 0.9  # from the file-prefixed column
     assert recs[4]["pairs"] == 0 and recs[4]["trained"] is False
+    assert recs[1]["seeds"] == {"seed": 0, "recovery.seed": 1, "restore.seed": 1}  # every seed key, as integers
+    assert recs[1]["setting"] == {}  # no other params key differs among these runs
 
 
-def test_summary_is_mean_and_sample_std_over_seeds():
-    summary = {(e["subset"], e["objective"]): e for e in summarize(experiment_records(ROWS, "toy", "v"))}
+def test_summary_is_n_mean_sample_std_and_t_interval_over_seeds():
+    summary = {(e["subset"], e["objective"]): e for e in summarize(experiment_records(ROWS, "toy", "v", PARAMS))}
     sft = summary[("ALL", "sft")]
-    assert sft["runs"] == 3 and sft["seeds"] == [0, 1, 2]
+    assert sft["runs"] == 3 and sft["seeds"] == ["0/0", "1/1", "2/2"] and sft["seed_keys"] == ["recovery.seed", "restore.seed"]
+    assert sft["test.recovery_ratio.n"] == 3
     assert sft["test.recovery_ratio.mean"] == pytest.approx(0.8)
     assert sft["test.recovery_ratio.std"] == pytest.approx(0.1)
-    assert summary[("ALL", "dpo")]["test.recovery_ratio.std"] is None  # one run: no spread
+    # mean ± t(0.975, 2) * s / sqrt(3), t(0.975, 2) = 4.303 (any Student t table): 0.8 ± 0.2484
+    assert sft["test.recovery_ratio.ci"] == pytest.approx([0.5516, 1.0484], abs=1e-4)
+    dpo = summary[("ALL", "dpo")]
+    assert dpo["runs"] == 1 and dpo["test.recovery_ratio.std"] is None and dpo["test.recovery_ratio.ci"] is None  # one seed
+    assert dpo["test.recovery_ratio.vs_reference"] == "one seed"
+    assert sft["reference"] is True and dpo["reference"] is False  # the baseline commit's setting
 
 
-def test_render_has_both_tables():
-    recs = experiment_records(ROWS, "toy", "v")
+def _grid_rows():
+    """ALL/sft and CE/sft over seeds 0-2 (restore.seed and recovery.seed together), EE over seeds 0-1, a
+    re-run of the baseline's setting and seeds under another name, and one changed learning rate."""
+    rows = [_row("base", "ALL", "sft", 0, 0.8, typ="baseline"), _row("all-s1", "ALL", "sft", 1, 0.7), _row("all-s2", "ALL", "sft", 2, 0.9),
+            _row("all-s0-again", "ALL", "sft", 0, 0.8),
+            _row("ce-s0", "CE", "sft", 0, 0.2), _row("ce-s1", "CE", "sft", 1, 0.25), _row("ce-s2", "CE", "sft", 2, 0.3),
+            _row("ee-s0", "EE", "sft", 0, 0.6), _row("ee-s1", "EE", "sft", 1, 0.75, rseed=0),
+            _row("all-lr", "ALL", "sft", 0, 0.5, lr=1e-3)]  # fmt: skip
+    return experiment_records(rows, "toy", "v", PARAMS)
+
+
+def test_groups_are_everything_but_the_seeds():
+    recs = _grid_rows()
+    assert all(r["setting"] == {"restore.learning_rate": 1e-3 if r["experiment"] == "all-lr" else 2e-4} for r in recs)
+    summary = summarize(recs)
+    by = {(e["subset"], e["setting"]["restore.learning_rate"]): e for e in summary}
+    assert len(summary) == 4 and set(by) == {("ALL", 2e-4), ("ALL", 1e-3), ("CE", 2e-4), ("EE", 2e-4)}
+    base = by[("ALL", 2e-4)]
+    assert base["runs"] == 3 and base["duplicates"] == ["all-s0-again"]  # same setting and seeds: one run, not two
+    assert base["experiments"] == ["base", "all-s1", "all-s2"]
+    ee = by[("EE", 2e-4)]
+    assert ee["seeds"] == ["0/0", "0/1"]  # a run differing in restore.seed only is another seed
+    ce = by[("CE", 2e-4)]
+    # 0.25 ± 4.303 * 0.05 / sqrt(3) = 0.25 ± 0.1242
+    assert ce["test.recovery_ratio.ci"] == pytest.approx([0.1258, 0.3742], abs=1e-4)
+    assert ce["test.recovery_ratio.vs_reference"] == "lower"  # [0.13, 0.37] vs [0.55, 1.05]: apart
+    # EE: 0.675 ± 12.706 * 0.1061 / sqrt(2) = 0.675 ± 0.953: overlaps the baseline's interval
+    assert ee["test.recovery_ratio.vs_reference"] == "not significant"
+    assert by[("ALL", 1e-3)]["test.recovery_ratio.vs_reference"] == "one seed"
+    assert "test.recovery_ratio.vs_reference" not in base and base["reference"]
+
+
+def test_render_shows_intervals_one_seed_and_not_significant():
+    recs = _grid_rows()
     text = "\n".join(render("toy", "v", recs, summarize(recs)))
-    assert "| exp-b | ALL | sft | none | 2 | 100 | 89.0% | 0.900 | 90.0% | — |" in text
-    assert "| ALL | sft | none | 3 | 0.800 ± 0.100 |" in text
+    assert "| experiment | subset | objective | merge | restore.learning_rate | seed (recovery.seed/restore.seed) |" in text
+    assert "| ce-s1 | CE | sft | none | 0.0002 | 1/1 | 100 | 82.5% | 0.250 | 90.0% | — |" in text
+    assert "| CE | sft | none | 0.0002 | 3 | 0.250 ± 0.050 [0.126, 0.374] |" in text
+    assert "| ALL | sft | none | 0.001 | 1 | 0.500 (one seed) |" in text
+    ee = next(line for line in text.splitlines() if line.startswith("| EE | sft | none | 0.0002 | 2 |"))
+    assert ee.endswith("| not significant |")
+    assert next(line for line in text.splitlines() if line.startswith("| ALL | sft | none | 0.0002 | 3 |")).endswith("| (baseline) |")
+
+
+def test_render_reads_an_ablation_json_written_before_intervals():
+    """metrics/ablation.json from before this format (`seed`, no `seeds`/`.ci`) still renders for `report`."""
+    data = json.loads((REPO / "metrics" / "ablation.json").read_text())
+    if "seeds" in data["experiments"][0]:
+        pytest.skip("metrics/ablation.json has been regenerated in the new format")
+    text = "\n".join(render(data["model"], data["variant"], data["experiments"], data["summary"]))
+    assert "seed (restore.seed)" in text and "(one seed)" in text

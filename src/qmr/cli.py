@@ -382,26 +382,33 @@ def gate(tolerances, rev, spread, exps, as_json):
 @click.option("--out", "out_stem", default="metrics/ablation", show_default=True, help="writes OUT.json and OUT.md")
 @click.pass_context
 def ablation(ctx, model, variant, revs, num, out_stem):
-    """Ablation tables from DVC experiments: recovery per subset / objective / merge, mean ± std over seeds.
+    """Ablation tables from DVC experiments: recovery per setting, n seeds, mean ± std and 95% t-interval.
+
+    Experiments that differ only in seeds (every params key named `seed`: seed, base.toy.seed,
+    recovery.seed, restore.seed, ...) form one setting; each setting's test recovery is compared
+    with the baseline commit's ("not significant" when the intervals overlap).
 
     \b
     Run experiments first, e.g.:
-      for s in ALL CE ME EE RAND_NS ALL_NS; do dvc exp run --queue -S recovery.subset=$s; done
+      for s in ALL CE ME EE RAND_NS ALL_NS; do for seed in 0 1 2; do
+        dvc exp run --queue -S recovery.subset=$s -S recovery.seed=$seed -S restore.seed=$seed; done; done
       dvc queue start -j 1
     then `qmr ablation` and `dvc repro report` to put the tables into metrics/report.md.
     """
     from pathlib import Path
 
-    from qmr.ablation import collect, experiment_records, render, summarize
+    from qmr.ablation import collect, experiment_records, param_keys, render, summarize
+    from qmr.config import load_yaml
     from qmr.io import write_json, write_text
     from qmr.logs import setup_logging
     from qmr.params import load_params
 
     setup_logging(ctx.obj.get("verbose", False))
     params = load_params(ctx.obj["params"])
+    keys = param_keys(load_yaml(Path(ctx.obj["params"]).read_text(encoding="utf-8"), str(ctx.obj["params"])))
     model = model or next(iter(params.models))
     variant = variant or params.recovery.variants[0]
-    records = experiment_records(collect(revs=list(revs) or None, num=num), model, variant)
+    records = experiment_records(collect(revs=list(revs) or None, num=num), model, variant, keys)
     if not records:
         from qmr.errors import UserError
 
