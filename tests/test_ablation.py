@@ -121,3 +121,65 @@ def test_render_reads_an_ablation_json_written_before_intervals():
         pytest.skip("metrics/ablation.json has been regenerated in the new format")
     text = "\n".join(render(data["model"], data["variant"], data["experiments"], data["summary"]))
     assert "seed (restore.seed)" in text and "(one seed)" in text
+
+
+STAGE = '''import json, yaml
+p = yaml.safe_load(open("params.yaml"))
+seed, subset = p["restore"]["seed"] + 10 * p["recovery"]["seed"], p["recovery"]["subset"]
+rec = {"ALL": 0.8, "CE": 0.2}[subset] + 0.05 * (seed % 3)
+m = {"pairs": 10, "trained": True, "test": {"recovery_ratio": rec, "recovery_ratio_ci": [rec - 0.1, rec + 0.1],
+     "accuracy_restored": 0.5 + rec / 2}, "control": {"accuracy_restored": 0.9}}
+json.dump({"toy": {"v": m}}, open("metrics/restore.json", "w"))
+'''
+
+
+def test_ablation_from_real_dvc_experiments(tmp_path):
+    """`dvc exp run -S ...` experiments read back through dvc.api.exp_show: seeds grouped, settings apart."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from qmr.ablation import collect
+
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+
+    def sh(*cmd):
+        out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out
+
+    params = {"seed": 0, "recovery": {"subset": "ALL", "seed": 0, "families": ["a", "b"]}, "restore": {"objective": "sft", "merge": "none", "seed": 0}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (tmp_path / "stage.py").write_text(STAGE)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"restore": {
+        "cmd": f"{sys.executable} stage.py", "deps": ["stage.py"], "params": ["recovery", "restore"],
+        "metrics": [{"metrics/restore.json": {"cache": False}}]}}}))  # fmt: skip
+    sh("git", "init", "-q")
+    sh(sys.executable, "-m", "dvc", "init", "-q")
+    sh(sys.executable, "-m", "dvc", "repro", "-q")
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "baseline")
+    for name, sets in [("s1", ["restore.seed=1", "recovery.seed=1"]), ("s2", ["restore.seed=2", "recovery.seed=2"]),
+                       ("ce-s0", ["recovery.subset=CE"]), ("ce-s1", ["recovery.subset=CE", "restore.seed=1"])]:  # fmt: skip
+        sh(sys.executable, "-m", "dvc", "exp", "run", "-q", "-n", name, *[a for s in sets for a in ("-S", s)])
+
+    recs = experiment_records(collect(repo=str(tmp_path)), "toy", "v", param_keys(params))
+    assert len(recs) == 5 and {"s1", "s2", "ce-s0", "ce-s1"} < {r["experiment"] for r in recs} and sum(r["baseline"] for r in recs) == 1
+    assert all(r["setting"] == {} for r in recs)  # only subset and seeds differ
+    summary = {e["subset"]: e for e in summarize(recs)}
+    base = summary["ALL"]
+    assert base["runs"] == 3 and sorted(base["seeds"]) == ["0/0", "1/1", "2/2"] and base["seed_keys"] == ["recovery.seed", "restore.seed"]
+    # seeds 0, 11, 22 -> 0.8 + 0.05 * (0, 2, 1): mean 0.85, s 0.05, 0.85 ± 4.303 * 0.05 / sqrt(3)
+    assert base["test.recovery_ratio.mean"] == pytest.approx(0.85) and base["test.recovery_ratio.ci"] == pytest.approx([0.7258, 0.9742], abs=1e-4)
+    ce = summary["CE"]
+    # restore.seed 0 and 1 -> 0.2, 0.25: 0.225 ± 12.706 * 0.03536 / sqrt(2) = [-0.0927, 0.5427], below [0.73, 0.97]
+    assert ce["runs"] == 2 and ce["test.recovery_ratio.ci"] == pytest.approx([-0.0927, 0.5427], abs=1e-4)
+    assert ce["test.recovery_ratio.vs_reference"] == "lower"
+    assert base["reference"] is True
