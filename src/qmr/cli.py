@@ -337,6 +337,27 @@ def judge_bench_prm800k(out, source, alternatives):
     click.echo(f"{out}: {len(items)} items ({n_err} with an error, {len(items) - n_err} correct)")
 
 
+@main.command("processbench-from-gsm8k")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--source", type=click.Path(exists=True, dir_okay=False), required=True, help="a raw GSM8K file ({question, answer} rows with <<a*b=c>> annotations and '#### N'; the socratic copy works too)")
+@click.option("--seed", default=0, show_default=True, type=int, help="seed of the record order, the corrupted step, the error kind and the answer line's format")
+@click.option("-n", "n", default=None, type=int, help="at most this many items (default: one per record)")
+@click.option("--annotations", type=click.Choice(["keep", "strip", "prose"]), default="strip", show_default=True, help="keep the calculator annotations <<a*b=c>> in the steps, strip them (model output has none), or strip them and rewrite each calculation as prose (seeded: 'a × b = c', 'a times b is c', '20% of 50 is 10', 'half of 8 is 4', or the result alone)")
+@click.option("--error-share", default=0.5, show_default=True, type=float, help="share of records given an injected first error (records that cannot be corrupted stay correct)")
+def processbench_from_gsm8k_cmd(out, source, seed, n, annotations, error_share):
+    """Build GSM8K-style first-error items OUT (ProcessBench format) from GSM8K worked solutions: correct
+    solutions, and solutions with one calculation corrupted (a wrong result, a wrong number from the
+    problem, or a wrong operator) whose later steps carry the wrong value (label = that step)."""
+    from qmr.devtools.processbench_gsm8k import processbench_from_gsm8k
+    from qmr.io import read_jsonl
+    from qmr.processbench import write_processbench
+
+    items = processbench_from_gsm8k(read_jsonl(source), seed=seed, n=n, annotations=annotations, error_share=error_share)
+    write_processbench(out, items)
+    n_err = sum(it["label"] >= 0 for it in items)
+    click.echo(f"{out}: {len(items)} items ({n_err} with an error, {len(items) - n_err} correct)")
+
+
 @main.command()
 @click.option("--tolerances", default=".ci/tolerances.yaml", show_default=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--rev", default="HEAD", show_default=True, help="git revision holding the reference metrics")
