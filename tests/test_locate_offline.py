@@ -267,10 +267,16 @@ def test_reference_abstains_without_gold():
         gold_solution=r"We get $x=\boxed{3}$.",
         qt_steps=["x = 4"],
     )
+    # a LaTeX gold solution gives a "latex" gold path (numbers and claims of the solution): the trace's
+    # 4 is off it (one operation on known numbers gives it: a wrong operation) and no answer is stated
+    # -> located; the gold answer stated -> no error
+    j = ReferenceJudge().judge(c)
+    assert j["valid"] and not j["abstain"] and (j["error_step"], j["primary_error_type"]) == (1, LR)
+    c.qt_steps = ["We get $x = 3$.", r"The answer is $\boxed{3}$."]
+    assert ReferenceJudge().judge(c)["primary_error_type"] == NO_ERROR
+    c.gold_solution = None
     j = ReferenceJudge().judge(c)
     assert j["abstain"] and j["valid"] and j["primary_error_type"] is None
-    c.gold_solution = None
-    assert ReferenceJudge().judge(c)["abstain"]
 
 
 # --------------------------------------------------------------------------------------------------

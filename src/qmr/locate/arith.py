@@ -193,7 +193,7 @@ def parse_number(text: str | None) -> Fraction | None:
     if text is None:
         return None
     s = str(text).strip().rstrip(".").strip()
-    s = re.sub(r"^\\boxed\{(.*)\}$", r"\1", s)
+    s = re.sub(r"^\\boxed\{(.*)\}$", r"\1", s.strip("$ ")).strip()
     s = s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "").strip()
     toks = [t for t in tokenize(normalize_math(s)) if t.kind != "ws"]
     if not toks or any(t.kind not in ("num", "op", "lp", "rp") for t in toks):
@@ -500,6 +500,105 @@ def stated_answer(step: str) -> tuple[bool, Fraction | None]:
         m = pat.search(step)
         if m:
             raw = m.group(1).strip()
-            raw = re.sub(r"\s*(?:[A-Za-z]+\s*)*\.?$", "", raw) if re.match(r"^[-$\\\d.,]", raw) else raw
+            raw = re.sub(r"[\sA-Za-z]*\.?\s*$", "", raw) if re.match(r"^[-$\\\d.,]", raw) else raw
             return True, parse_number(raw)
     return False, None
+
+
+# --------------------------------------------------------------------------------------------------
+# prose: computations written in words, and the quantities a step states
+
+_W = r"[A-Za-z][A-Za-z'’-]*"
+_NUM_TXT = r"\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
+_PROSE_RULES: tuple[tuple[re.Pattern, str], ...] = (
+    # "20% of 50", "20 percent of $50" -> (20/100*50)
+    (re.compile(rf"(\d+(?:\.\d+)?)\s*(?:%|percent)\s+of\s+(?:the\s+|a\s+total\s+of\s+)?({_NUM_TXT})", re.I), r" (\1/100*\2)"),
+    # "2/3 of 150" -> (2/3*150)
+    (re.compile(rf"(?<![\d.])(\d+\s*/\s*\d+)\s+of\s+(?:the\s+)?({_NUM_TXT})", re.I), r" (\1*\2)"),
+    # "half of 60", "a third of 90", "one quarter of 12", "three quarters of 40"
+    (re.compile(rf"\b(?:a|one)?\s*half\s+of\s+(?:the\s+)?({_NUM_TXT})", re.I), r" (\1/2)"),
+    (re.compile(rf"\b(?:a|one)\s+third\s+of\s+(?:the\s+)?({_NUM_TXT})", re.I), r" (\1/3)"),
+    (re.compile(rf"\b(?:a|one)\s+(?:quarter|fourth)\s+of\s+(?:the\s+)?({_NUM_TXT})", re.I), r" (\1/4)"),
+    (re.compile(rf"\b(?:a|one)\s+fifth\s+of\s+(?:the\s+)?({_NUM_TXT})", re.I), r" (\1/5)"),
+    (re.compile(rf"\btwo\s+thirds\s+of\s+(?:the\s+)?({_NUM_TXT})", re.I), r" (2*\1/3)"),
+    (re.compile(rf"\bthree\s+(?:quarters|fourths)\s+of\s+(?:the\s+)?({_NUM_TXT})", re.I), r" (3*\1/4)"),
+    (re.compile(rf"\b(?:twice|double)\s+(?:of\s+)?({_NUM_TXT})", re.I), r" (2*\1)"),
+    # operators in words between numbers: "5 times 12", "60 minus 17", "45 divided by 5"
+    (re.compile(r"(?<=[\d)])\s+(?:times|multiplied\s+by)\s+(?=[$(]?\d)", re.I), " * "),
+    (re.compile(r"(?<=[\d)])\s+(?:divided\s+by|over)\s+(?=[$(]?\d)", re.I), " / "),
+    (re.compile(r"(?<=[\d)])\s+(?:plus|and\s+another)\s+(?=[$(]?\d)", re.I), " + "),
+    (re.compile(r"(?<=[\d)])\s+(?:minus|less)\s+(?=[$(]?\d)", re.I), " - "),
+    # "x" between a noun and a number: "101 shirts x $5.80"
+    (re.compile(r"(?<=[A-Za-z])\s+[xX]\s+(?=\$?\d)"), " * "),
+)
+#: a noun phrase (1-3 words) bound to a number inside a computation: "8 dog legs + 2 chicken legs = 12"
+_BOUND_NOUNS = re.compile(rf"(?<=\d)(\s+{_W}(?:\s+{_W}){{0,2}})(?=\s*(?:[+*/×÷=]|\s-\s))")
+
+
+def _drop_nouns(m: re.Match) -> str:
+    """Drop the nouns after a number before an operator; before ``=`` only when an operator precedes
+    the number (``8 legs + 2 legs = 10``, not ``30 less than Vika = 84 - 30``)."""
+    after = m.string[m.end() :].lstrip()
+    if after.startswith("="):
+        head = m.string[: m.start()]
+        if not re.search(r"[-+*/×÷]\s*\$?[\d.,]*\d$", head):
+            return m.group(0)
+    return ""
+
+
+#: "is" / "equals" / "gives" after a computation written in words or symbols: "5 * 12 is 60"
+_IS = re.compile(
+    r"(?<=[\d)])(?:,?\s+(?:which|that)|\s+so\s+(?:that\s+)?(?:it|this|they))?\s+(?:is|are|was|were|equals|gives|makes|comes\s+to|=)\s+(?=\$?\d)",
+    re.I,
+)
+
+
+def prose_to_math(text: str) -> str:
+    """``text`` with computations written in prose turned into symbols, so `claims_in` reads them.
+
+    ``20% of 50`` → ``(20/100*50)``, ``half of 60`` → ``(60/2)`` (third, quarter, fifth, two thirds,
+    three quarters, twice), ``2/3 of 150`` → ``(2/3*150)``, ``5 times 12 is 60`` → ``5 * 12 = 60``
+    (plus, minus, divided by), and the nouns bound to the numbers of a computation dropped
+    (``8 dog legs + 2 chicken legs = 12 legs`` → ``8 + 2 = 12 legs``).
+    """
+    t = _ANNOTATION.sub(" ", text).replace("\u2013", "-").replace("\u2014", "-")
+    for pat, rep in _PROSE_RULES:
+        t = pat.sub(rep, t)
+    t = re.sub(r"(?<=[A-Za-z])/[A-Za-z]+", "", t)  # "3 quarts/bag" -> "3 quarts"
+    t = _BOUND_NOUNS.sub(_drop_nouns, t)
+    # "is" turns into "=" only after a computation (an operator before it in the same clause)
+    out = []
+    last = 0
+    for m in _IS.finditer(t):
+        clause = re.split(r"[.,;:!?]\s|\n", t[last : m.start()])[-1]
+        rhs_is_result = re.match(r"\$?[\d,]*\d(?:\.\d+)?(?!\s*[-+*/×÷(\d])", t[m.end() :])
+        if rhs_is_result and re.search(r"\d\s*[-+*/×÷]\s*[$(]?\d|\d\)", clause):
+            out.append(t[last : m.start()] + " = ")
+            last = m.end()
+    out.append(t[last:])
+    return "".join(out)
+
+
+def prose_claims(text: str, step: int = 0) -> list[Claim]:
+    """`claims_in` over the step as written (annotations included) and over `prose_to_math` of it,
+    without repeating a claim."""
+    claims = claims_in(text, step)
+    seen = {(c.computed, c.claimed) for c in claims}
+    for c in claims_in(prose_to_math(text), step):
+        if (c.computed, c.claimed) not in seen:
+            seen.add((c.computed, c.claimed))
+            claims.append(c)
+    return claims
+
+
+def one_step_reaches(x: Fraction, known: set[Fraction]) -> bool:
+    """Whether one operation on two known numbers gives ``x`` (``a+b``, ``a-b``, ``a*b``, ``a/b``,
+    ``a*b/100``)."""
+    x = abs(x)
+    ks = {abs(k) for k in known}
+    for a in ks:
+        if x - a in ks or a - x in ks or x + a in ks:
+            return True
+        if a != 0 and (x / a in ks or x * a in ks or x * 100 / a in ks):
+            return True
+    return False

@@ -51,8 +51,11 @@ from qmr.locate.arith import (
     claims_in,
     context_numbers,
     format_value,
+    normalize_math,
     numbers_in,
+    one_step_reaches,
     parse_number,
+    prose_claims,
     stated_answer,
     subexpression_values,
 )
@@ -66,7 +69,7 @@ PE = "procedural_error"
 CE = "computational_error"
 
 ARITHMETIC_VERSION = "arithmetic-v1"
-REFERENCE_VERSION = "reference-v1"
+REFERENCE_VERSION = "reference-v2"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,6 +146,11 @@ class GoldPath:
     given: set[Fraction]
     answer: Fraction | None
     exprs: list[str] = field(default_factory=list)
+    #: every number the gold solution writes, and the values of its prose claims (`locate_in_prose`)
+    stated: set[Fraction] = field(default_factory=set)
+    #: partial values of the gold computations (``16-3`` of ``16-3-4``) -> (numbers, operators) of each
+    #: computation they are part of: a trace's ``a op b`` reaches one only with the same numbers and operator
+    partials: dict[Fraction, list[tuple[frozenset, frozenset]]] = field(default_factory=dict)
 
 
 _OP_SYMBOL = {"+": "+", "-": "-", "*": "*", "/": "/", "x": "*", "×": "*", "÷": "/"}
@@ -168,26 +176,36 @@ def gold_path(case: Case) -> GoldPath | None:
     claims = annotation_claims(sol)
     source = "annotations"
     if not claims:
-        if "\\" in sol or "$" in sol:
+        latex = "\\" in sol or "$" in sol
+        if latex and not LATEX_GOLD:
             return None
         claims = [c for line in sol.splitlines() for c in claims_in(line)]
-        source = "claims"
+        source = "latex" if latex else "claims"
     claims = [c for c in claims if c.computed is not None]
-    if not claims:
+    if not claims and source != "latex":
         return None
     results = [c.computed for c in claims if c.computed is not None]
     values: set[Fraction] = set(results)
     exprs: list[str] = []
+    partials: dict[Fraction, list[tuple[frozenset, frozenset]]] = {}
     for c in claims:
         expr = c.lhs if c.kind == "annotation" else c.describe().split("=")[0]
         exprs.append(expr)
         values |= subexpression_values(expr)
+        nums = frozenset(abs(x) for x in numbers_in(expr))
+        ops = frozenset(re.findall(r"(?<=[\d)\s])[-+*/](?=[\s\d(.])", normalize_math(expr)))
+        for v in subexpression_values(expr):
+            partials.setdefault(v, []).append((nums, ops))
         # constants the gold uses (7 days, 60 minutes …) count as given
         given |= {abs(x) for x in c.operands}
     given -= set(results) - context_numbers(case.question)
     if answer is not None:
         values.add(answer)
-    return GoldPath(source, results, values, given, answer, exprs)
+    stated = set(numbers_in(sol))
+    for line in sol.splitlines():
+        for c in prose_claims(line):
+            stated |= {v for v in (c.computed, c.claimed) if v is not None}
+    return GoldPath(source, results, values, given, answer, exprs, stated, partials)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,6 +282,122 @@ def locate_against_gold(steps: list[str], gold: GoldPath) -> tuple[int | None, s
     return None, None, "no step leaves the gold path and no final answer is stated"
 
 
+LATEX_GOLD = True
+
+#: numbers a prose solution may use without the problem giving them (units, halves, percentages)
+UNIT_CONSTANTS = frozenset(Fraction(x) for x in (1, 2, 3, 4, 7, 10, 12, 24, 52, 60, 100, 365, 1000))
+
+
+def _final_answer(steps: list[str]) -> tuple[int | None, Fraction | None]:
+    """(1-indexed step, value) of the first step stating a final answer; (None, None) when none does."""
+    for i, step in enumerate(steps, start=1):
+        is_answer, ans = stated_answer(step)
+        if is_answer:
+            return i, ans
+    return None, None
+
+
+def _reaches(claim: Claim, gold: GoldPath) -> bool:
+    """Whether a claim's computed value is on the gold path: a result, the answer or a number the gold
+    writes, or a partial value of a gold computation with the claim's numbers and operators."""
+    v = claim.computed
+    if v is None:
+        return False
+    if v in gold.results or v in gold.stated or v == gold.answer:
+        return True
+    side = claim.lhs if re.search(r"\d\s*[-+*/]", normalize_math(claim.lhs)) else claim.rhs
+    nums = {abs(x) for x in claim.operands}
+    ops = set(re.findall(r"(?<=[\d)\s])[-+*/](?=[\s\d(.])", normalize_math(side)))
+    return any(nums <= gnums and ops <= gops for gnums, gops in gold.partials.get(v, []))
+
+
+def locate_in_prose(steps: list[str], gold: GoldPath) -> tuple[int | None, str | None, str]:
+    """`locate_against_gold` for prose solutions against a GSM8K-style gold path (annotations or
+    ``a op b = c`` lines): the quantities a step states are tracked, not only its ``a op b = c`` claims.
+
+    Per step, in order: every claim (symbols, calculator annotations, and prose read by
+    `prose_to_math`: ``5 times 12 is 60``, ``20% of 50 is 10``, ``half of 60``, nouns between the
+    numbers) and then every other number the step states that is neither known (the problem's numbers,
+    constants the gold uses, `UNIT_CONSTANTS`, numbers of earlier steps) nor one of its claims' values.
+    Known numbers are kept; a claim that is false is a ``computational_error`` whatever the answer.
+    Whether a step *leaves* the gold path depends on the stated final answer:
+
+    - answer equal to the gold answer: another route is fine; only an operand that nothing known
+      yields in one operation (a value pulled from nowhere) is flagged (``procedural_error`` when the
+      gold computes it, else ``contextual_oversight``);
+    - a wrong (or no) final answer: an unknown operand is flagged as in `locate_against_gold`, a claim
+      whose value is off the gold path is a ``logical_reasoning_error``, and a stated number off the
+      gold path is a ``logical_reasoning_error`` when one operation on known numbers gives it (a wrong
+      operation or pair) and a ``computational_error`` otherwise (a wrong result).
+
+    When nothing is flagged before a wrong final answer, the answer step is the error
+    (``procedural_error``); with no final answer stated it abstains.
+    """
+    ans_step, ans = _final_answer(steps)
+    answer_ok = ans_step is not None and ans is not None and gold.answer is not None and ans == gold.answer
+    if ans_step is not None and ans is None:
+        return None, None, f"step {ans_step} states a non-numeric answer; cannot compare with the gold path"
+    known: set[Fraction] = set(gold.given)
+    on_path = gold.values | set(gold.results) | gold.stated
+    for i, step in enumerate(steps, start=1):
+        if i == ans_step:
+            break
+        flags: dict[str, str] = {}
+        pool = known | UNIT_CONSTANTS
+        claimed_here: set[Fraction] = set()
+        claims = [
+            c for sent in _SENTENCE.split(step) if not _DISOWNED.search(sent) for c in prose_claims(sent, step=i)
+        ]
+        for claim in claims:
+            if not claim.ok:
+                flags.setdefault(
+                    CE,
+                    f"'{claim.describe()}' is false: it equals {format_value(claim.computed)}, not {format_value(claim.claimed)}",
+                )
+            for x in claim.operands:
+                if x in known or -x in known or x in claimed_here or (answer_ok and x in UNIT_CONSTANTS):
+                    continue
+                if answer_ok and x not in on_path and one_step_reaches(x, pool):
+                    continue  # another route: an implicit step
+                kind = PE if x in on_path else CO
+                what = "a value the gold computes but this trace never did" if kind == PE else "which is neither given nor computed earlier"
+                flags.setdefault(kind, f"uses {format_value(x)}, {what}")
+            computed = claim.computed
+            if not answer_ok and computed is not None and computed not in known and not _reaches(claim, gold):
+                flags.setdefault(
+                    LR, f"'{claim.describe()}' computes {format_value(computed)}, which is off the gold path"
+                )
+            for v in (claim.computed, claim.claimed):
+                if v is not None:
+                    claimed_here.add(v)
+            claimed_here.update(numbers_in(claim.lhs), numbers_in(claim.rhs))  # chains: 2/3*150 = 300/3
+        if not answer_ok:
+            for x in numbers_in(step):
+                if x in known or x in claimed_here or x in on_path or x in (0, 1, 2):
+                    continue
+                if one_step_reaches(x, known):
+                    flags.setdefault(LR, f"states {format_value(x)}, which is off the gold path")
+                else:
+                    flags.setdefault(
+                        CE, f"states {format_value(x)}, which neither follows from earlier values nor lies on the gold path"
+                    )
+        if flags:
+            primary = earliest(flags)
+            assert primary is not None
+            return i, primary, f"step {i}: {flags[primary]}"
+        known |= claimed_here | set(numbers_in(step))
+    if ans_step is None:
+        return None, None, "no step leaves the gold path and no final answer is stated"
+    if answer_ok:
+        return None, NO_ERROR, f"step {ans_step} states the gold answer {format_value(ans)}; no step leaves the gold path"
+    return (
+        ans_step,
+        PE,
+        f"step {ans_step}: answers {format_value(ans)}, not the gold answer {format_value(gold.answer)}, "
+        "with no earlier step off the gold path",
+    )
+
+
 class ReferenceJudge:
     kind = "reference"
     model = "offline"
@@ -283,11 +417,12 @@ class ReferenceJudge:
                 raw="no gold path",
                 explanation="the benchmark gives no usable gold solution; abstaining",
             )
-        step, etype, expl = locate_against_gold(case.qt_steps, gold)
+        locate = locate_against_gold if gold.source == "plan" else locate_in_prose
+        step, etype, expl = locate(case.qt_steps, gold)
         raw = f"gold path from {gold.source}: {len(gold.results)} step(s)"
         if etype is None:
             return make_judgment(case, self, raw=raw, explanation=expl)
-        confidence = {"plan": 0.9, "annotations": 0.75, "claims": 0.6}[gold.source]
+        confidence = {"plan": 0.9, "annotations": 0.75, "claims": 0.6, "latex": 0.4}[gold.source]
         return make_judgment(
             case,
             self,
