@@ -6,8 +6,12 @@ every claim holds — it cannot see any other kind of error.
 
 ``reference`` walks the quantized trace along the **gold path** and reports the first step that leaves
 it. The gold path is the toy ``plan`` (``[{"a", "op", "b", "result"}]``), or the calculator annotations
-``<<a*b=c>>`` of a GSM8K solution, or the plain ``a op b = c`` claims of a LaTeX-free gold solution; with
-none of these it abstains. For each claim of a step (the computing side's operands, its exact value, the
+``<<a*b=c>>`` of a GSM8K solution, or the plain ``a op b = c`` claims of a LaTeX-free gold solution,
+or (weakest, ``latex``) the numbers, claims and answer of a LaTeX solution; without a gold solution it
+abstains. Against a plan the table below is applied to the ``a op b = c`` claims
+(`locate_against_gold`); against a GSM8K-style or LaTeX gold, `locate_in_prose` also reads
+computations written in words and the bare quantities a step states, and lets the stated final answer
+decide whether another route is fine (its docstring). For each claim of a step (the computing side's operands, its exact value, the
 value the step writes) it raises flags, and the step's type is the earliest flag (precedence rule):
 
 ==========================================================  ===========================
