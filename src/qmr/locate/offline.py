@@ -11,8 +11,8 @@ or (weakest, ``latex``) the numbers, claims and answer of a LaTeX solution; with
 abstains. Against a plan the table below is applied to the ``a op b = c`` claims
 (`locate_against_gold`); against a GSM8K-style or LaTeX gold, `locate_in_prose` also reads
 computations written in words and the bare quantities a step states, and lets the stated final answer
-decide whether another route is fine (its docstring). For each claim of a step (the computing side's operands, its exact value, the
-value the step writes) it raises flags, and the step's type is the earliest flag (precedence rule):
+decide whether another route is fine (its docstring). For each claim of a step (the computing side's
+operands, its exact value, the value the step writes) it raises flags, and the step's type is the earliest flag (precedence rule):
 
 ==========================================================  ===========================
 what went wrong in the step                                 type
@@ -181,8 +181,6 @@ def gold_path(case: Case) -> GoldPath | None:
     source = "annotations"
     if not claims:
         latex = "\\" in sol or "$" in sol
-        if latex and not LATEX_GOLD:
-            return None
         claims = [c for line in sol.splitlines() for c in claims_in(line)]
         source = "latex" if latex else "claims"
     claims = [c for c in claims if c.computed is not None]
@@ -286,8 +284,6 @@ def locate_against_gold(steps: list[str], gold: GoldPath) -> tuple[int | None, s
     return None, None, "no step leaves the gold path and no final answer is stated"
 
 
-LATEX_GOLD = True
-
 #: numbers a prose solution may use without the problem giving them (units, halves, percentages)
 UNIT_CONSTANTS = frozenset(Fraction(x) for x in (1, 2, 3, 4, 7, 10, 12, 24, 52, 60, 100, 365, 1000))
 
@@ -322,7 +318,8 @@ def locate_in_prose(steps: list[str], gold: GoldPath) -> tuple[int | None, str |
     Per step, in order: every claim (symbols, calculator annotations, and prose read by
     `prose_to_math`: ``5 times 12 is 60``, ``20% of 50 is 10``, ``half of 60``, nouns between the
     numbers) and then every other number the step states that is neither known (the problem's numbers,
-    constants the gold uses, `UNIT_CONSTANTS`, numbers of earlier steps) nor one of its claims' values.
+    constants the gold uses, numbers of earlier steps; `UNIT_CONSTANTS` too, as operands, when the
+    answer is right) nor one of its claims' values.
     Known numbers are kept; a claim that is false is a ``computational_error`` whatever the answer.
     Whether a step *leaves* the gold path depends on the stated final answer:
 
