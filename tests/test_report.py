@@ -17,7 +17,7 @@ def test_every_table_is_filled_from_the_metrics():
     text = render_report(evaluate, vote, restore, ["test", "control"], ablation=["| experiment |", "|---|"])
     for heading in ("Accuracy and degradation", "first-error types", "Judges", "Restoration", "Ablation"):
         assert heading in text, heading
-    acc = vote["toy"]["rtn-w2g128"]["accuracy"]["ensemble"]["step_accuracy"]
+    acc = vote["toy"]["rtn-w2g128"]["accuracy"]["ensemble"]["step_accuracy_answered"]
     ensemble = [line for line in text.splitlines() if line.startswith("| rtn-w2g128 | **ensemble**")]
     assert ensemble and f"{acc}" in ensemble[0]  # judge accuracy against the toy ground truth, not blank
     fp = evaluate["toy"]["fp"]["test"]["accuracy"]

@@ -81,6 +81,8 @@ def taxonomy_table(vote: dict) -> list[str]:
 
 
 def judge_table(vote: dict) -> list[str]:
+    """Each judge's step accuracy against the toy's ground truth (on the cases it was sent; ``coverage``:
+    the share of those it spoke on), abstention and cost side by side, then the ensemble."""
     out: list[str] = []
     for model, variants in vote.items():
         rows = []
@@ -88,13 +90,20 @@ def judge_table(vote: dict) -> list[str]:
             acc = m.get("accuracy", {})
             for judge, jm in m.get("judges", {}).items():
                 a = acc.get(judge, {})
-                rows.append([variant, judge, jm["valid_rate"], jm["abstain_rate"], a.get("step_accuracy"), a.get("type_accuracy"), jm["calls"], jm["cost"]])
+                rows.append([variant, judge, jm["judgments"], jm["abstain_rate"], a.get("step_accuracy_answered"), a.get("coverage"),
+                             a.get("type_accuracy_answered"), jm["calls"], jm["cost"], jm.get("rollouts", 0), jm.get("seconds", 0.0)])  # fmt: skip
             if "ensemble" in acc:
                 a = acc["ensemble"]
-                rows.append([variant, "**ensemble**", None, None, a.get("step_accuracy"), a.get("type_accuracy"), m.get("calls", {}).get("made"), None])
+                rows.append([variant, "**ensemble**", m.get("cases"), None, a.get("step_accuracy_answered"), a.get("coverage"),
+                             a.get("type_accuracy_answered"), m.get("calls", {}).get("made"), None, m.get("rollouts", {}).get("made"),
+                             m.get("rollouts", {}).get("seconds")])  # fmt: skip
             rules = m.get("rules", {})
-            rows.append([variant, "rules", ", ".join(f"{k} {v}" for k, v in rules.items()), f"kappa {m.get('agreement', {}).get('fleiss_kappa')}", None, None, None, None])
-        out += [f"**{model}**", ""] + _table(["variant", "judge", "valid", "abstain", "step acc (vs toy truth)", "type acc", "calls", "cost $"], rows) + [""]
+            cheap = m.get("cheap_first")
+            sent = f"; cheap-first sent {cheap['sent']} of {m.get('cases')} case(s) to the costly judges ({cheap['checked']} decided ones as a check)" if cheap else ""
+            rows.append([variant, "rules", ", ".join(f"{k} {v}" for k, v in rules.items()) + sent,
+                         f"kappa {m.get('agreement', {}).get('fleiss_kappa')}", None, None, None, None, None, None, None])  # fmt: skip
+        out += [f"**{model}**", ""] + _table(["variant", "judge", "judged", "abstain", "step acc (vs toy truth, where it spoke)", "coverage",
+                                              "type acc", "calls", "cost $", "rollouts", "rollout s"], rows) + [""]  # fmt: skip
     return out
 
 
@@ -151,8 +160,10 @@ def render_report(
     return "\n".join(lines) + "\n"
 
 
-def save_figures(evaluate: dict, vote: dict | None, restore_logs: dict[str, list[dict]], out_dir) -> list[str]:
-    """PNG figures: accuracy per variant, error-type distribution, DPO loss/margin curves."""
+def save_figures(evaluate: dict, vote: dict | None, restore_logs: dict[str, list[dict]], out_dir,
+                 potential: list[dict] | None = None) -> list[str]:  # fmt: skip
+    """PNG figures: accuracy per variant, error-type distribution, DPO loss/margin curves, and the rollout
+    judge's potential curves (``potential``: rows of plots/vote/potential.csv)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,6 +207,28 @@ def save_figures(evaluate: dict, vote: dict | None, restore_logs: dict[str, list
             fig.savefig(path, dpi=110)
             plt.close(fig)
             written.append(str(path))
+    if potential:
+        variants = sorted({r["variant"] for r in potential})
+        fig, axes = plt.subplots(1, len(variants), figsize=(4.2 * len(variants), 3.4), squeeze=False)
+        for ax, variant in zip(axes[0], variants, strict=True):
+            for cid in sorted({r["id"] for r in potential if r["variant"] == variant}):
+                rows = sorted((r for r in potential if r["variant"] == variant and r["id"] == cid), key=lambda r: int(r["kept_steps"]))
+                xs = [int(r["kept_steps"]) for r in rows]
+                ys = [float(r["success_rate"]) for r in rows]
+                line = ax.plot(xs, ys, marker="o", label=cid)[0]
+                step = int(rows[0]["located_step"])
+                ax.plot([step], [ys[xs.index(step)]], marker="x", markersize=11, color=line.get_color())
+            ax.set_title(f"{variant}", fontsize=9)
+            ax.set_xlabel("steps of the quantized trace kept")
+            ax.set_ylim(-0.05, 1.05)
+            ax.legend(fontsize=6)
+        axes[0][0].set_ylabel("fp rollouts reaching the answer")
+        fig.suptitle("potential: where the chance of a right answer collapses (x: located first faulty step)", fontsize=9)
+        fig.tight_layout()
+        path = out_dir / "potential.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(str(path))
     if restore_logs:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
         for name, rows in restore_logs.items():

@@ -36,7 +36,14 @@ def run(params) -> None:
     text = render_report(evaluate, vote, restore, list(params.generate.benchmarks), ablation=ablation, align=align,
                          reference=params.evaluate.reference)
     write_text(paths.METRICS / "report.md", text)
-    figures = save_figures(evaluate, vote, logs, paths.plots("report"))
+    potential_csv = paths.plots("vote") / "potential.csv"
+    potential = []
+    if potential_csv.exists():
+        import csv
+
+        with potential_csv.open(encoding="utf-8", newline="") as f:
+            potential = list(csv.DictReader(f))
+    figures = save_figures(evaluate, vote, logs, paths.plots("report"), potential=potential)
     curves = [{"run": run, "step": r["step"], "loss": r["loss"]} for run, rows in logs.items() for r in rows]
     write_csv(paths.plots("report") / "train_curves.csv", curves, ["run", "step", "loss"])
     # reward margins exist for preference objectives only: an sft run gets no (flat, empty) line
