@@ -165,7 +165,7 @@ def test_a_typeless_rollout_anchor_takes_the_type_of_the_typed_judges_at_its_ste
         assert lab["primary_error_type"] == "computational_error"
 
 
-def test_potential_rows_are_complete_curves():
+def test_potential_rows_are_the_longest_curves():
     cases, located = _cases(8)
     js = RolloutJudge("rollout", samples=8).bind(ScriptedPolicy(located)).judge_many(cases)
     rows = potential_rows(js, cases, "w4", limit=3)
@@ -191,3 +191,11 @@ def test_a_right_trace_with_no_collapse_is_no_error_and_no_gold_abstains():
     assert js[0]["primary_error_type"] == "no_error" and speaks(js[0])
     assert js[0]["potential"][-1] == [len(right.qt_steps), 8, 8]
     assert not speaks(js[1]) and "--gold" in js[1]["explanation"] and js[1]["rollouts"] == 0
+
+
+def test_potential_rows_keep_the_prefixes_binary_search_rolled_out():
+    cases, located = _cases(8)
+    js = RolloutJudge("rollout", samples=8, search="binary").bind(ScriptedPolicy(located)).judge_many(cases)
+    rows = potential_rows(js, cases, "w4", limit=8)
+    for j in js:
+        assert [r["kept_steps"] for r in rows if r["id"] == j["id"]] == [k for k, _, _ in j["potential"]]

@@ -28,6 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("variants", nargs="*", default=["rtn-w2g128", "rtn-w2g32"])
     ap.add_argument("--samples", type=int, default=None)
+    ap.add_argument("--temperature", type=float, default=None)
     ap.add_argument("--search", default="linear,binary")
     ap.add_argument("--limit", type=int, default=0, help="first N cases per variant (0 = all)")
     args = ap.parse_args()
@@ -51,7 +52,7 @@ def main() -> None:
         truth = ground_truth_for(cases)
         for search in args.search.split(","):
             judge = RolloutJudge("rollout", samples=args.samples or spec.samples, alpha=spec.alpha, min_drop=spec.min_drop, search=search)
-            policy = policy_from_backend(backend.generate, temperature=spec.rollout_temperature,
+            policy = policy_from_backend(backend.generate, temperature=args.temperature or spec.rollout_temperature,
                                          max_new_tokens=params.generate.max_new_tokens, seed=params.vote.seed)
             judge.bind(policy, prompt_of=lambda c: prompts[(c.benchmark, c.id)], grade=lambda t, c: grade(t, c.gold_answer, "integer")[1])
             start = time.perf_counter()

@@ -161,9 +161,10 @@ def render_report(
 
 
 def save_figures(evaluate: dict, vote: dict | None, restore_logs: dict[str, list[dict]], out_dir,
-                 potential: list[dict] | None = None) -> list[str]:  # fmt: skip
+                 potential: list[dict] | None = None, potential_variants: list[str] | None = None) -> list[str]:  # fmt: skip
     """PNG figures: accuracy per variant, error-type distribution, DPO loss/margin curves, and the rollout
-    judge's potential curves (``potential``: rows of plots/vote/potential.csv)."""
+    judge's potential curves (``potential``: rows of plots/vote/potential.csv; one panel per variant of
+    ``potential_variants`` that has rows, default all)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,8 +208,9 @@ def save_figures(evaluate: dict, vote: dict | None, restore_logs: dict[str, list
             fig.savefig(path, dpi=110)
             plt.close(fig)
             written.append(str(path))
-    if potential:
-        variants = sorted({r["variant"] for r in potential})
+    shown = [v for v in (potential_variants or sorted({r["variant"] for r in potential or []})) if any(r["variant"] == v for r in potential or [])]
+    if shown:
+        variants = shown
         fig, axes = plt.subplots(1, len(variants), figsize=(4.2 * len(variants), 3.4), squeeze=False)
         for ax, variant in zip(axes[0], variants, strict=True):
             for cid in sorted({r["id"] for r in potential if r["variant"] == variant}):
@@ -217,7 +219,8 @@ def save_figures(evaluate: dict, vote: dict | None, restore_logs: dict[str, list
                 ys = [float(r["success_rate"]) for r in rows]
                 line = ax.plot(xs, ys, marker="o", label=cid)[0]
                 step = int(rows[0]["located_step"])
-                ax.plot([step], [ys[xs.index(step)]], marker="x", markersize=11, color=line.get_color())
+                if step in xs:
+                    ax.plot([step], [ys[xs.index(step)]], marker="x", markersize=11, color=line.get_color())
             ax.set_title(f"{variant}", fontsize=9)
             ax.set_xlabel("steps of the quantized trace kept")
             ax.set_ylim(-0.05, 1.05)

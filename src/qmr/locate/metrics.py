@@ -281,14 +281,14 @@ def confusion_rows(labels: list[dict[str, Any]], ground_truth: GroundTruth, vari
 
 
 def potential_rows(judgments: list[dict[str, Any]], cases: list[Case], variant: str, limit: int = 6) -> list[dict[str, Any]]:
-    """Potential curves of up to ``limit`` failures a rollout judge located (one row per prefix: the
-    kept steps ``k``, ``k / steps``, the success rate of the rollouts from there and the located step),
-    chosen by the smallest case id for a stable plot; only complete curves (every prefix rolled out)."""
+    """Potential curves of up to ``limit`` failures a rollout judge located (one row per prefix rolled
+    out or graded: the kept steps ``k``, ``k / steps``, the success rate from there and the located
+    step), the longest curves first (binary search rolls out only some prefixes), then by case id."""
     steps = {c.id: len(c.qt_steps) for c in cases}
     rows: list[dict[str, Any]] = []
     chosen = sorted(
-        (j for j in judgments if j.get("potential") and speaks(j) and len(j["potential"]) == steps.get(str(j["id"]), -1) + 1),
-        key=lambda j: (len(j["potential"]) < 4, str(j["id"])),
+        (j for j in judgments if j.get("potential") and speaks(j) and steps.get(str(j["id"]))),
+        key=lambda j: (-len(j["potential"]), str(j["id"])),
     )[:limit]
     for j in chosen:
         n = steps[str(j["id"])]

@@ -10,7 +10,8 @@ gold answer; ``p_k = successes / samples`` estimates the prefix's *potential*.
 trace is graded (a pipeline failure case is wrong: 0; a judge-bench item is graded against its gold
 answer). Step ``k`` is **collapsed** when ``p_k`` is significantly lower than ``p_0`` — a one-sided
 two-proportion z-test at ``alpha`` (the test used for "cliff tokens") — and at least ``min_drop`` below
-it. The first faulty step is the smallest collapsed ``k``. Nothing collapsed and the trace is right:
+it. The first faulty step is the smallest ``k`` from which every prefix rolled out is collapsed (a dip
+that recovers at a later prefix is sampling noise: a wrong value propagates). Nothing collapsed and the trace is right:
 ``no_error``. Nothing collapsed and the trace is wrong (the policy rarely solves the problem itself,
 so even a drop to 0 is not significant) or no gold answer to grade against: the judge abstains and
 says why.
@@ -183,7 +184,10 @@ class RolloutJudge:
         if not case.gold_answer:
             return make_judgment(case, self, explanation="no gold answer to grade rollouts against (judge-bench: --gold FILE)", **common)
         shown = ", ".join(f"p{k}={s}/{n}" for k, s, n in curve)
-        step = next((k for k in sorted(pot) if k >= 1 and self._collapsed_at(a, k)), None)
+        known = [k for k in sorted(pot) if k >= 1]
+        # the first step from which every prefix rolled out is collapsed: a dip that recovers at a later
+        # prefix is sampling noise, not a faulty step (a wrong value propagates)
+        step = next((k for i, k in enumerate(known) if all(self._collapsed_at(a, j) for j in known[i:])), None)
         if step is None:
             n = len(case.qt_steps)
             if pot[n][0] == pot[n][1]:  # the trace itself is right and nothing on the way collapsed

@@ -43,7 +43,8 @@ def run(params) -> None:
 
         with potential_csv.open(encoding="utf-8", newline="") as f:
             potential = list(csv.DictReader(f))
-    figures = save_figures(evaluate, vote, logs, paths.plots("report"), potential=potential)
+    figures = save_figures(evaluate, vote, logs, paths.plots("report"), potential=potential,
+                           potential_variants=list(params.recovery.variants))  # the restored (most degraded) variants
     curves = [{"run": run, "step": r["step"], "loss": r["loss"]} for run, rows in logs.items() for r in rows]
     write_csv(paths.plots("report") / "train_curves.csv", curves, ["run", "step", "loss"])
     # reward margins exist for preference objectives only: an sft run gets no (flat, empty) line
