@@ -157,6 +157,8 @@ def test_multiple_choice_benchmark_is_skipped_by_default(tmp_path, monkeypatch, 
     params["benchmarks"]["mmlu"] = {"source": "toy", "split": "test", "size": 4, "role": "eval", "kind": "choice"}
     params["generate"]["benchmarks"] = ["test", "mine", "mmlu"]
     params["judge"]["variants"] = params["recovery"]["variants"] = [VARIANT]
+    params["judge"]["judges"].pop("rollout")  # no checkpoints in this project: the offline judges only
+    params["vote"]["auxiliaries"].remove("rollout")
     code, out, _ = _judge(tmp_path, params)
     assert code == 0, out
     stats = _stats(tmp_path)
