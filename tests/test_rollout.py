@@ -199,3 +199,67 @@ def test_potential_rows_keep_the_prefixes_binary_search_rolled_out():
     rows = potential_rows(js, cases, "w4", limit=8)
     for j in js:
         assert [r["kept_steps"] for r in rows if r["id"] == j["id"]] == [k for k, _, _ in j["potential"]]
+
+
+def _endpoint_project(tmp_path, monkeypatch, default_params, base_url: str):
+    import copy
+
+    import yaml
+
+    from locate_helpers import write_judge_project
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("QMR_ROLLOUT_KEY", "k")
+    write_judge_project(tmp_path, "w4", per_benchmark=5)  # fp solves every problem; w4 slips in step 1 of each
+    params = copy.deepcopy(default_params)
+    params["judge"]["variants"] = params["recovery"]["variants"] = ["w4"]
+    params["quantize"]["variants"]["w4"] = {"method": "rtn", "bits": 4, "group_size": 128}
+    params["generate"]["benchmarks"] = ["test", "mine"]
+    params["endpoints"] = {"solver": {"base_url": base_url, "model": "solver", "api_key_env": "QMR_ROLLOUT_KEY", "max_retries": 0, "timeout_s": 5.0}}
+    params["judge"]["judges"]["rollout"].update(policy="solver", samples=4)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_an_endpoint_policy_rolls_out_through_the_openai_client(tmp_path, monkeypatch, default_params):
+    """`policy: <endpoint>`: the judge stage sends the plain problem + kept steps to a loopback
+    OpenAI-compatible server (no checkpoint needed) and locates every injected step-1 slip."""
+    from click.testing import CliRunner
+
+    from qmr.cli import main
+    from qmr.devtools.openai_server import OpenAIStubServer
+    from qmr.io import read_jsonl
+    from qmr.toy.problems import generate_split
+
+    solutions = {r["question"]: r["solution"] for split in ("test", "mine") for r in generate_split(split, 5, seed=0)}
+    seen = []
+
+    def responder(request: dict) -> str:
+        user = next(m["content"] for m in request["messages"] if m["role"] == "user")
+        seen.append(user)
+        question = next(q for q in solutions if q in user)
+        kept = user.split("Answer:\n", 1)[1].strip()
+        return solutions[question] if not kept else "The answer is -1."  # every kept step holds the slip
+
+    with OpenAIStubServer(responder=responder) as srv:
+        _endpoint_project(tmp_path, monkeypatch, default_params, srv.url)
+        out = CliRunner().invoke(main, ["judge", "--model", "toy", "--variant", "w4"])
+    assert out.exit_code == 0, out.output
+    rolled = [j for j in read_jsonl(tmp_path / "data/judgments/toy/w4.jsonl") if j["judge"] == "rollout"]
+    assert len(rolled) == 10 and all(j["error_step"] == 1 and j["model"] == "endpoint solver" for j in rolled)
+    assert all("<|" not in u and u.startswith("Question: ") for u in seen)
+    stats = __import__("json").loads((tmp_path / "data/judgments/toy/w4.stats.json").read_text())
+    assert stats["judges"]["rollout"]["rollouts"] == sum(j["rollouts"] for j in rolled) > 0
+
+
+def test_a_dead_endpoint_policy_fails_the_stage_with_the_judge_named(tmp_path, monkeypatch, default_params):
+    from click.testing import CliRunner
+
+    from qmr.cli import main
+    from qmr.generation.server import free_port
+
+    _endpoint_project(tmp_path, monkeypatch, default_params, f"http://127.0.0.1:{free_port()}/v1")
+    out = CliRunner().invoke(main, ["judge", "--model", "toy", "--variant", "w4"])
+    assert out.exit_code == 2 and "Traceback" not in out.output
+    assert "judge 'rollout' (policy endpoint 'solver')" in out.output and "judge.max_failed_share" in out.output
+    rolled = [j for j in __import__("qmr.io").io.read_jsonl(tmp_path / "data/judgments/toy/w4.jsonl") if j["judge"] == "rollout"]
+    assert rolled and all(not speaks(j) for j in rolled)  # no rollout came back: nothing to estimate, nothing claimed

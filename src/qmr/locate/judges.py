@@ -117,6 +117,11 @@ class JudgeSpec:
     concurrency: int = field(4, help="llm: parallel requests to this endpoint")
     price_in_per_mtok: float = field(0.0, help="llm: price per million prompt tokens (for the cost metric)")
     price_out_per_mtok: float = field(0.0, help="llm: price per million completion tokens")
+    policy: str = field(
+        "", help="rollout: who continues the prefixes: '' = the reference variant (evaluate.reference) through the "
+        "generation backend; or the name of an entry of `endpoints` (an OpenAI-compatible chat endpoint, given the "
+        "plain problem and the kept steps)"
+    )
     samples: int = field(8, help="rollout: continuations sampled per prefix")
     rollout_temperature: float = field(0.7, help="rollout: the policy's sampling temperature (> 0)")
     alpha: float = field(0.05, help="rollout: significance level of the one-sided two-proportion z-test of a drop")

@@ -27,7 +27,9 @@ of its step from the typed judges that found an error there (`qmr.locate.vote`).
 ``tokens_out``/``seconds`` (generated tokens and generation time attributed to the case).
 
 A policy is any ``(prompts, n) -> n completions per prompt`` returning `qmr.generation.Completion`
-objects (`policy_from_backend`); the stage binds it with `RolloutJudge.bind`.
+objects (`policy_from_backend` for a local model; `policy_from_teacher` for an OpenAI-compatible
+endpoint, ``policy: <endpoint name>``, which gets the plain problem prompt and the kept steps); the
+stage binds it with `RolloutJudge.bind`.
 """
 
 from __future__ import annotations
@@ -213,7 +215,21 @@ def policy_from_backend(generate: Callable[..., Any], *, temperature: float, top
     return policy
 
 
+def policy_from_teacher(teacher: Callable[[list[str], int], list[list[str]]]) -> Policy:
+    """A `Policy` from a text-only ``(prompts, n) -> n continuations per prompt`` callable, e.g. the
+    endpoint teacher of `qmr.restore.llm_teacher` (token counts and seconds are not known: 0). A failed
+    call (an empty continuation) is left out, not counted as a wrong rollout: the prefix's potential is
+    estimated from the rollouts that came back."""
+    from types import SimpleNamespace  # Completion-shaped (text, tokens, seconds) without importing the backends
+
+    def policy(prompts: list[str], n: int) -> list[list[Any]]:
+        return [[SimpleNamespace(text=t, tokens=0, seconds=0.0) for t in conts if t] for conts in teacher(prompts, n)]
+
+    return policy
+
+
 def rollout_judge(name: str, spec: Any = None) -> RolloutJudge:
     if spec is None:
         return RolloutJudge(name)
-    return RolloutJudge(name, samples=spec.samples, alpha=spec.alpha, min_drop=spec.min_drop, search=spec.search)
+    return RolloutJudge(name, samples=spec.samples, alpha=spec.alpha, min_drop=spec.min_drop, search=spec.search,
+                        policy_name=spec.policy)  # fmt: skip

@@ -47,7 +47,7 @@ def run(params, model: str, variant: str) -> None:
             params.benchmarks[bench].kind,
         )
     log.info("%s/%s: %d failures to judge with %s", model, variant, len(cases), ", ".join(judges))
-    closers = _bind_rollouts(params, model, variant, judges, benches)
+    closers, teachers = _bind_rollouts(params, model, variant, judges, benches)
     budget = Budget(cfg.budget_usd)
     try:
         result = run_judges(cases, judges, paths.judge_cache(model), cheap_first=params.vote if cfg.cheap_first else None,
@@ -84,6 +84,10 @@ def run(params, model: str, variant: str) -> None:
         if judges[name].cacheable and asked and bad / asked > limit:
             over.append(f"judge {name!r}: {bad} of {asked} case(s) failed or gave invalid replies ({s['failed']} failed, "
                         f"{s['invalid']} invalid; {bad / asked:.0%} > judge.max_failed_share {limit:.0%})")  # fmt: skip
+    for name, teacher in teachers.items():  # an endpoint policy: failed calls are not cached, so a re-run asks again
+        if teacher.calls and teacher.failed / teacher.calls > limit:
+            over.append(f"judge {name!r} (policy endpoint {cfg.judges[name].policy!r}): {teacher.failed} of {teacher.calls} rollout "
+                        f"call(s) failed ({teacher.failed / teacher.calls:.0%} > judge.max_failed_share {limit:.0%})")  # fmt: skip
     if over:
         raise UserError("; ".join(over) + ". The valid answers are cached: fix the endpoint (or raise the share) and run "
                         "`dvc repro` again to re-ask only the others.")  # fmt: skip
@@ -91,19 +95,36 @@ def run(params, model: str, variant: str) -> None:
 
 def _bind_rollouts(params, model: str, variant: str, judges: dict, benches: list[str]) -> list:
     """Give each ``rollout`` judge its policy: the reference variant (evaluate.reference, a dependency of
-    the stage) through the generation backend, resumable under ``.qmr-cache/rollout/``; the prompt the model saw
-    (the quantized trace's own ``prompt``); the benchmark's grader. Returns the backends' closers."""
+    the stage) through the generation backend, resumable under ``.qmr-cache/rollout/``, prompted as the
+    model was (the quantized trace's own ``prompt``); or, with ``policy: <endpoint>``, that endpoint
+    (plain problem prompt + kept steps; answers cached under ``.qmr-cache/rollout/``). Graded with the
+    benchmark's grader. Returns the closers of the backends it started and the endpoint teachers by
+    judge name (their failed-call counts)."""
     from qmr.generation import close_backend, resumable_sampler
     from qmr.grading import grade
-    from qmr.locate.rollout import policy_from_backend
+    from qmr.locate.rollout import policy_from_backend, policy_from_teacher
+    from qmr.prompts import build_prompt
 
-    closers = []
-    prompts: dict[str, str] = {}
+    closers, teachers = [], {}
+    prompts: dict[tuple[str, str], str] = {}
     kinds = {b: params.benchmarks[b].kind for b in benches}
+    cache = paths.cache_dir() / "rollout" / model
     for name, judge in judges.items():
         if not getattr(judge, "batched", False):
             continue
         spec = params.judge.judges[name]
+        grader = lambda text, c: grade(text, c.gold_answer, kinds[c.benchmark])[1]  # noqa: E731
+        if spec.policy:  # an endpoint continues the plain problem prompt + the kept steps
+            from qmr.endpoints import endpoint_named
+            from qmr.restore.llm_teacher import llm_teacher
+
+            endpoint = endpoint_named(params.endpoints, spec.policy, f"judge.judges.{name}.policy")
+            teacher = llm_teacher(endpoint, temperature=spec.rollout_temperature, max_tokens=params.generate.max_new_tokens,
+                                  cache=cache / f"{name}-responses.jsonl", who=f"judge.judges.{name}.policy")  # fmt: skip
+            judge.bind(policy_from_teacher(teacher), prompt_of=lambda c: build_prompt(c.question), grade=grader,
+                       policy_name=f"endpoint {spec.policy}")  # fmt: skip
+            teachers[name] = teacher
+            continue
         policy_variant = params.evaluate.reference
         if not closers:
             from qmr.determinism import set_determinism
@@ -112,10 +133,9 @@ def _bind_rollouts(params, model: str, variant: str, judges: dict, benches: list
         if not prompts:
             for bench in benches:
                 prompts.update({(bench, str(t["id"])): t["prompt"] for t in read_jsonl(paths.traces(model, variant, bench)) if t.get("prompt")})
-        backend, generate = resumable_sampler(params, model, policy_variant, paths.cache_dir() / "rollout" / model / variant)
+        backend, generate = resumable_sampler(params, model, policy_variant, cache / variant)
         closers.append(lambda b=backend: close_backend(b))
         policy = policy_from_backend(generate, temperature=spec.rollout_temperature, max_new_tokens=params.generate.max_new_tokens,
                                      seed=params.vote.seed)  # fmt: skip
-        judge.bind(policy, prompt_of=lambda c: prompts[(c.benchmark, c.id)],
-                   grade=lambda text, c: grade(text, c.gold_answer, kinds[c.benchmark])[1], policy_name=f"{model}/{policy_variant}")  # fmt: skip
-    return closers
+        judge.bind(policy, prompt_of=lambda c: prompts[(c.benchmark, c.id)], grade=grader, policy_name=f"{model}/{policy_variant}")
+    return closers, teachers
