@@ -764,3 +764,30 @@ def test_merge_then_requantize(quantized_dir, tmp_path):
     assert qc["quant_method"] == "compressed-tensors" and stats["requantized"] == str(tmp_path / "requant")
     requant, _ = load_model(tmp_path / "requant")
     assert _logits(requant, tok, text).shape == _logits(model, tok, text).shape
+
+
+def test_requantize_spec_offers_gptq_for_rounding_variants():
+    from qmr.quant.spec import QuantSpec
+    from qmr.restore.train import requantize_spec
+
+    rtn = QuantSpec(method="rtn", bits=2, group_size=128, symmetric=False)
+    assert requantize_spec(rtn, "same") is rtn
+    g = requantize_spec(rtn, "gptq")
+    assert (g.method, g.bits, g.group_size, g.symmetric) == ("gptq", 2, 128, False)
+    assert requantize_spec(QuantSpec(method="awq", bits=4), "gptq").method == "gptq"
+    sq = QuantSpec(method="smoothquant", bits=8, group_size=None, activation_bits=8)
+    assert requantize_spec(sq, "gptq") is sq  # already compensates (GPTQ inside); W8A8 is kept as it is
+    with pytest.raises(ConfigError, match="requantize_method"):
+        from_dict(RestoreConfig, {"requantize_method": "awq"})
+
+
+def test_merge_then_requantize_with_gptq(quantized_dir, tmp_path):
+    from qmr.quant.spec import QuantSpec
+    from qmr.restore.train import merge_and_requantize, requantize_spec, train_restore
+
+    restored = tmp_path / "restored"
+    train_restore(quantized_dir, toy_pairs(), RestoreConfig(max_steps=2, **FAST), restored, threads=1)
+    spec = requantize_spec(QuantSpec(method="rtn", bits=4, group_size=128), "gptq")
+    texts = [p["prompt"] + p["chosen"] for p in toy_pairs()]
+    stats = merge_and_requantize(restored, tmp_path / "requant", spec, texts, max_length=32, seed=0)
+    assert stats["method"] == "gptq" and (tmp_path / "requant" / "config.json").exists()

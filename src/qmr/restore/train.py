@@ -148,6 +148,10 @@ class RestoreConfig:
         "none",
         help="none = keep base + adapter; requantize = merge and re-quantize with the variant's recipe",
     )
+    requantize_method: Literal["same", "gptq"] = field(
+        "same", help="merge: requantize: same = the variant's own method; gptq = GPTQ at the variant's bits, group size "
+        "and symmetry (error compensation on the calibration data) where the variant is rtn or awq"
+    )
 
     def check(self, key: str = "") -> list[Problem]:
         p = f"{key}." if key else ""
@@ -771,6 +775,17 @@ def merge_adapter(restored_dir: str | Path, out_dir: str | Path, base: str | Pat
 
     enable_kv_cache(out_dir)
     return out_dir
+
+
+def requantize_spec(spec: Any, requantize_method: str = "same") -> Any:
+    """The spec ``merge: requantize`` quantizes the merged model with: the variant's own, or with
+    ``requantize_method: gptq`` a GPTQ spec at the same bits, group size and symmetry where the variant
+    rounds without error compensation (rtn; awq, whose scales are searched for the original weights)."""
+    import dataclasses
+
+    if requantize_method == "gptq" and getattr(spec, "method", None) in ("rtn", "awq"):
+        return dataclasses.replace(spec, method="gptq")
+    return spec
 
 
 def merge_and_requantize(

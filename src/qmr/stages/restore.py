@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 def run(params, model: str, variant: str) -> None:
     from qmr.checkpoints import checkpoint_identity
     from qmr.determinism import set_determinism
-    from qmr.restore.train import TEACHER_OBJECTIVES, merge_and_requantize, train_restore
+    from qmr.restore.train import TEACHER_OBJECTIVES, merge_and_requantize, requantize_spec, train_restore
 
     cfg = params.restore
     pairs = read_jsonl(paths.silver(model, variant))
@@ -35,7 +35,7 @@ def run(params, model: str, variant: str) -> None:
         from qmr.modelspec import load_spec
         from qmr.quant.calibration import calibration_texts
 
-        spec = params.quantize.variants[variant]
+        spec = requantize_spec(params.quantize.variants[variant], cfg.requantize_method)
         cal = params.quantize.calibration
         records = read_jsonl(paths.benchmark(cal.benchmark))[: cal.samples]
         texts = calibration_texts(records, load_spec(model, params.models).prompt_style, str(quantized))
