@@ -58,7 +58,8 @@ def _ran(result: subprocess.CompletedProcess) -> set[str]:
 
 # Declared params a stage may leave unread on this small run: each is read on another path.
 UNREAD_OK = {
-    "judge": {"vote", "endpoints"},  # with judge.cheap_first only / llm judges naming an endpoint
+    # llm judges or an endpoint policy naming an endpoint; the rollout policy's vllm / openai backend settings
+    "judge": {"endpoints", "generate.tensor_parallel_size", "generate.max_model_len", "generate.api", "generate.server"},
     # vllm / openai backends only
     "generate": {"generate.tensor_parallel_size", "generate.max_model_len", "generate.api", "generate.server"},
     "align": {"generate.tensor_parallel_size", "generate.max_model_len", "generate.api", "generate.server"},

@@ -82,7 +82,8 @@ def taxonomy_table(vote: dict) -> list[str]:
 
 def judge_table(vote: dict) -> list[str]:
     """Each judge's step accuracy against the toy's ground truth (on the cases it was sent; ``coverage``:
-    the share of those it spoke on), abstention and cost side by side, then the ensemble."""
+    the share of those it spoke on), abstention and cost (calls, dollars, rollouts) side by side, then
+    the ensemble. (Rollout seconds are wall clock: metrics/speed/vote.json.)"""
     out: list[str] = []
     for model, variants in vote.items():
         rows = []
@@ -91,19 +92,18 @@ def judge_table(vote: dict) -> list[str]:
             for judge, jm in m.get("judges", {}).items():
                 a = acc.get(judge, {})
                 rows.append([variant, judge, jm["judgments"], jm["abstain_rate"], a.get("step_accuracy_answered"), a.get("coverage"),
-                             a.get("type_accuracy_answered"), jm["calls"], jm["cost"], jm.get("rollouts", 0), jm.get("seconds", 0.0)])  # fmt: skip
+                             a.get("type_accuracy_answered"), jm["calls"], jm["cost"], jm.get("rollouts", 0)])  # fmt: skip
             if "ensemble" in acc:
                 a = acc["ensemble"]
                 rows.append([variant, "**ensemble**", m.get("cases"), None, a.get("step_accuracy_answered"), a.get("coverage"),
-                             a.get("type_accuracy_answered"), m.get("calls", {}).get("made"), None, m.get("rollouts", {}).get("made"),
-                             m.get("rollouts", {}).get("seconds")])  # fmt: skip
+                             a.get("type_accuracy_answered"), m.get("calls", {}).get("made"), None, m.get("rollouts", {}).get("made")])  # fmt: skip
             rules = m.get("rules", {})
             cheap = m.get("cheap_first")
             sent = f"; cheap-first sent {cheap['sent']} of {m.get('cases')} case(s) to the costly judges ({cheap['checked']} decided ones as a check)" if cheap else ""
             rows.append([variant, "rules", ", ".join(f"{k} {v}" for k, v in rules.items()) + sent,
-                         f"kappa {m.get('agreement', {}).get('fleiss_kappa')}", None, None, None, None, None, None, None])  # fmt: skip
+                         f"kappa {m.get('agreement', {}).get('fleiss_kappa')}", None, None, None, None, None, None])  # fmt: skip
         out += [f"**{model}**", ""] + _table(["variant", "judge", "judged", "abstain", "step acc (vs toy truth, where it spoke)", "coverage",
-                                              "type acc", "calls", "cost $", "rollouts", "rollout s"], rows) + [""]  # fmt: skip
+                                              "type acc", "calls", "cost $", "rollouts"], rows) + [""]  # fmt: skip
     return out
 
 

@@ -154,8 +154,7 @@ def vote_metrics(
             "tokens_in": sum(int(j.get("tokens_in") or 0) for j in js),
             "tokens_out": sum(int(j.get("tokens_out") or 0) for j in js),
             "cost": round(sum(float(j.get("cost") or 0.0) for j in js), 6),
-            "rollouts": sum(int(j.get("rollouts") or 0) for j in js),
-            "seconds": round(sum(float(j.get("seconds") or 0.0) for j in js), 2),
+            "rollouts": sum(int(j.get("rollouts") or 0) for j in js),  # (their seconds: metrics/speed/vote.json)
         }
     out["judges"] = judges_out
     # agreement

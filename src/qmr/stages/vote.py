@@ -29,6 +29,7 @@ def run(params) -> None:
     from qmr.locate.vote import group_judgments, vote_all
 
     metrics: dict = {}
+    speed: dict = {}
     type_rows, position_rows, confusion, potential = [], [], [], []
     for model in params.models:
         metrics[model] = {}
@@ -62,8 +63,12 @@ def run(params) -> None:
             m["cost_usd"] = {"estimated": estimate.get("usd", 0.0), "spent": stats.get("budget", {}).get("spent_usd", 0.0)}
             judge_stats = stats.get("judges", {})
             m["rollouts"] = {"made": sum(int(s.get("rollouts", 0)) for s in judge_stats.values()),
-                             "tokens": sum(int(s.get("tokens_out", 0)) for s in judge_stats.values() if "rollouts" in s),
-                             "seconds": round(sum(float(s.get("seconds", 0.0)) for s in judge_stats.values()), 2)}  # fmt: skip
+                             "tokens": sum(int(s.get("tokens_out", 0)) for s in judge_stats.values() if "rollouts" in s)}  # fmt: skip
+            # wall clock is kept apart from the quality metrics (those compare byte for byte across runs)
+            speed.setdefault(model, {})[variant] = {
+                "rollout_seconds": round(sum(float(s.get("seconds", 0.0)) for s in judge_stats.values()), 2),
+                "judges": {n: {"seconds": round(float(s["seconds"]), 2)} for n, s in judge_stats.items() if "seconds" in s},
+            }
             costly = [s for s in judge_stats.values() if "cheap_first_check" in s]
             if costly:  # cheap-first: what the costly judges saw
                 m["cheap_first"] = {"skipped": costly[0]["skipped_cheap_first"], "checked": costly[0]["cheap_first_check"],
@@ -74,6 +79,7 @@ def run(params) -> None:
             potential += [{"model": model, **r} for r in potential_rows(judgments, cases, variant)]
             log.info("%s/%s: %d labels, rules %s", model, variant, len(labels), m.get("rules"))
     write_json(paths.metrics("vote"), metrics)
+    write_json(paths.speed("vote"), speed)
     write_csv(paths.plots("vote") / "error_types.csv", type_rows)
     write_csv(paths.plots("vote") / "first_error_position.csv", position_rows)
     # judge ensemble vs the toy's exact ground truth (empty for real benchmarks, which have none)
