@@ -293,6 +293,9 @@ def test_qmr_generate_in_managed_mode_leaves_no_server_behind_even_when_killed(p
     assert code == 0, err
     assert len(_rows(out)) == PROBLEMS and _alive(marker) == []
     assert "starting the generation server" in err and "stopped" in err
+    # killed mid-generation: a slower server (24 problems x 1 s / 2 in flight = 12 s) so the kill below,
+    # 1 s after the server is up, lands while generating on a fast machine too
+    params = _params(project, command=STUB + " --latency 1.0", model=marker, concurrency=2, ready_timeout_s=60)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
         out.unlink(missing_ok=True)
         proc = _run(project, params, wait=False)
