@@ -54,7 +54,7 @@ def main() -> None:
             judge = RolloutJudge("rollout", samples=args.samples or spec.samples, alpha=spec.alpha, min_drop=spec.min_drop, search=search)
             policy = policy_from_backend(backend.generate, temperature=args.temperature or spec.rollout_temperature,
                                          max_new_tokens=params.generate.max_new_tokens, seed=params.vote.seed)
-            judge.bind(policy, prompt_of=lambda c: prompts[(c.benchmark, c.id)], grade=lambda t, c: grade(t, c.gold_answer, "integer")[1])
+            judge.bind(policy, prompt_of=lambda c, prompts=prompts: prompts[(c.benchmark, c.id)], grade=lambda t, c: grade(t, c.gold_answer, "integer")[1])
             start = time.perf_counter()
             rolled = judge.judge_many(cases)
             seconds = time.perf_counter() - start

@@ -220,7 +220,9 @@ def policy_from_teacher(teacher: Callable[[list[str], int], list[list[str]]]) ->
     endpoint teacher of `qmr.restore.llm_teacher` (token counts and seconds are not known: 0). A failed
     call (an empty continuation) is left out, not counted as a wrong rollout: the prefix's potential is
     estimated from the rollouts that came back."""
-    from types import SimpleNamespace  # Completion-shaped (text, tokens, seconds) without importing the backends
+    from types import (
+        SimpleNamespace,  # Completion-shaped (text, tokens, seconds) without importing the backends
+    )
 
     def policy(prompts: list[str], n: int) -> list[list[Any]]:
         return [[SimpleNamespace(text=t, tokens=0, seconds=0.0) for t in conts if t] for conts in teacher(prompts, n)]
