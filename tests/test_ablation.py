@@ -11,7 +11,7 @@ from qmr.ablation import experiment_records, is_seed, param_keys, render, summar
 
 REPO = Path(__file__).resolve().parents[1]
 # the params keys the rows below carry (a real run passes param_keys(params.yaml))
-PARAMS = ["seed", "recovery.subset", "recovery.seed", "restore.objective", "restore.merge", "restore.learning_rate", "restore.seed"]
+PARAMS = ["seed", "recovery.variants", "recovery.subset", "recovery.seed", "restore.objective", "restore.merge", "restore.learning_rate", "restore.seed"]
 
 
 def _row(name, subset, objective, seed, recovery, pairs=100, state="Success", typ="branch_commit", prefixed=False, rseed=None, lr=2e-4):
@@ -20,7 +20,9 @@ def _row(name, subset, objective, seed, recovery, pairs=100, state="Success", ty
         "Experiment": name, "rev": name[:7], "typ": typ, "State": state, "Created": "2026-12-02", "seed": 0.0,
         "recovery.subset": subset, "restore.objective": objective, "restore.merge": "none", "restore.seed": float(seed),
         "recovery.seed": float(seed if rseed is None else rseed), "restore.learning_rate": lr,
-        "toy.v.pairs": pairs, "toy.v.trained": pairs > 0, key: recovery,
+        "recovery.variants": ["v", "w"] if typ == "baseline" else ["v"],  # experiments may run one variant
+        "toy.v.pairs": pairs, "toy.v.trained": pairs > 0, "toy.v.steps": float(pairs // 4), key: recovery,
+        "metrics/speed/restore.json:toy.v.train_seconds": 40.0 + seed,
         "toy.v.test.accuracy_restored": 0.8 + recovery / 10, "toy.v.control.accuracy_restored": 0.9,
     }  # fmt: skip
 
@@ -51,6 +53,7 @@ def test_records_skip_workspace_and_unfinished_and_read_prefixed_keys():
     assert recs[0]["baseline"] and not recs[1]["baseline"]
     assert recs[2]["test.recovery_ratio"] == 0.9  # from the file-prefixed column
     assert recs[4]["pairs"] == 0 and recs[4]["trained"] is False
+    assert recs[1]["steps"] == 25 and recs[1]["train_seconds"] == 41.0  # steps from restore.json, seconds from the speed file
     assert recs[1]["seeds"] == {"seed": 0, "recovery.seed": 1, "restore.seed": 1}  # every seed key, as integers
     assert recs[1]["setting"] == {}  # no other params key differs among these runs
 
@@ -106,11 +109,14 @@ def test_render_shows_intervals_one_seed_and_not_significant():
     recs = _grid_rows()
     text = "\n".join(render("toy", "v", recs, summarize(recs)))
     assert "| experiment | subset | objective | merge | restore.learning_rate | seed (recovery.seed/restore.seed) |" in text
-    assert "| ce-s1 | CE | sft | none | 0.0002 | 1/1 | 100 | 82.5% | 0.250 | 90.0% | — |" in text
-    assert "| CE | sft | none | 0.0002 | 3 | 0.250 ± 0.050 [0.126, 0.374] |" in text
-    assert "| ALL | sft | none | 0.001 | 1 | 0.500 (one seed) |" in text
+    assert "| ce-s1 | CE | sft | none | 0.0002 | 1/1 | 100 | 25 | 82.5% | 0.250 | 90.0% | — | 41 |" in text
+    assert "| CE | sft | none | 0.0002 | 3 | 100 | 25 | 0.250 ± 0.050 [0.126, 0.374] |" in text
+    assert "| ALL | sft | none | 0.001 | 1 | 100 | 25 | 0.500 (one seed) |" in text
+    ce = next(line for line in text.splitlines() if line.startswith("| CE | sft | none | 0.0002 | 3 |"))
+    assert "| 41 | lower |" in ce  # mean training seconds over seeds 0, 1, 2: 40, 41, 42
     ee = next(line for line in text.splitlines() if line.startswith("| EE | sft | none | 0.0002 | 2 |"))
     assert ee.endswith("| not significant |")
+    assert ee.split(" | ")[5:7] == ["100", "25"]  # pairs, steps
     assert next(line for line in text.splitlines() if line.startswith("| ALL | sft | none | 0.0002 | 3 |")).endswith("| (baseline) |")
 
 

@@ -274,6 +274,31 @@ def test_all_ns_falls_back_to_a_correct_fp_trace_without_gold():
     assert all(p["chosen"] == _solution(p["id"]) for p in pairs)
 
 
+def test_pool_takes_every_problem_the_fp_teacher_solves():
+    fp = make_fp_traces()
+    fp[1]["correct"] = False  # fp fails p2: no pair for it
+    cfg = RecoveryConfig(subset="POOL", teacher="fp", exclude_families=["held"])
+    records = make_records(families={"p6": "held"})
+    pairs, stats = build_pairs("POOL", [], make_traces(), fp, records, None, cfg, set())
+    assert {p["id"] for p in pairs} == {"p1", "p3", "p4", "p5"}  # labels are not needed: no p2 (fp wrong), no p6 (held out)
+    assert stats["dropped_unverified"] == 1 and stats["skipped"]["excluded_family"] == 1
+    for p in pairs:
+        assert p["chosen"] == _solution(p["id"]) and p["teacher"] == "fp" and p["prefix_steps"] == []
+        assert p["prompt"] == build_prompt(GOLD[p["id"]][0]) and p["rejected"] == "\n".join(QT[p["id"]][0])
+    assert stats["rejected_same_as_chosen"] == 1  # p5: the quantized model is right too, and the pair is kept
+    assert len(build_pairs("POOL", [], make_traces(), fp, records, None, RecoveryConfig(subset="POOL", max_pairs=2), set())[0]) <= 2
+    with pytest.raises(LeakageError, match="p4"):
+        build_pairs("POOL", [], make_traces(), fp, records, None, cfg, {"p4"})
+
+
+def test_pool_with_an_endpoint_teacher_asks_it_for_whole_solutions():
+    calls: list = []
+    cfg = RecoveryConfig(subset="POOL", teacher="strong", teacher_tries=2)
+    pairs, stats = build_pairs("POOL", [], make_traces(), [], make_records(), oracle_teacher(calls, wrong_first=True), cfg, set())
+    assert len(pairs) == 6 and stats["teacher_prompts"] == 6 and len(calls[0][0]) == 6
+    assert all(p["chosen"] == _solution(p["id"]) and p["teacher"] == "strong" for p in pairs)  # the graded-correct try
+
+
 def test_leakage_guard_names_the_ids():
     with pytest.raises(LeakageError, match=r"p1.*p3|p3.*p1") as exc:
         build("ALL", eval_ids={"p3", "p1", "zz"})
@@ -554,6 +579,22 @@ def test_step_dpo_trains_on_step_spans_and_drops_equal_steps(quantized_dir, tmp_
     # the same pairs on full spans keep all five
     full = train_restore(quantized_dir, pairs, RestoreConfig(objective="dpo_nll", max_steps=1, **FAST), tmp_path / "full", threads=1)
     assert full["pair_span"] == "full" and full["span_dropped"] == 0 and full["pairs"] == 5
+
+
+def test_step_spans_do_not_end_in_eos_but_full_spans_do(quantized_dir, tmp_path):
+    """A step is not the end of a solution: on step spans the preference trainers drop trl's EOS."""
+    from qmr.restore.train import _build_trainer, load_base, span_pairs
+
+    ends = {}
+    for objective in ("step_dpo", "dpo"):
+        model, tok = load_base(quantized_dir)
+        eos = tok.eos_token_id
+        cfg = RestoreConfig(objective=objective, max_steps=1, **FAST)
+        pairs = span_pairs(toy_pairs(), "step") if objective == "step_dpo" else toy_pairs()
+        data = _build_trainer(model, tok, pairs, cfg, str(tmp_path / objective)).train_dataset
+        ends[objective] = [(row["chosen_ids"][-1] == eos, row["rejected_ids"][-1] == eos) for row in data]
+    assert ends["step_dpo"] and not any(c or r for c, r in ends["step_dpo"])
+    assert ends["dpo"] and all(c and r for c, r in ends["dpo"])
 
 
 def _fp_dir(quantized_dir):

@@ -26,10 +26,16 @@ from collections.abc import Iterable
 from qmr.stats import rounded, t_interval, verdict
 
 SETTING_KEYS = ("recovery.subset", "restore.objective", "restore.merge")  # always shown, even when constant
+# Keys that say which variants ran, not how: each variant is restored and evaluated on its own, so an
+# experiment restricted to one variant (`-S 'recovery.variants=[rtn-w2g128]'`, half the time) belongs
+# to the same setting as the baseline that ran two.
+NOT_SETTINGS = ("recovery.variants", "judge.variants")
 SEED_KEY = "restore.seed"  # the seed column when no seed differs among the experiments
 METRICS_FILE = "metrics/restore.json"
+SPEED_FILE = "metrics/speed/restore.json"
 PARAMS_FILE = "params.yaml"
-SUMMARY_METRICS = ("test.recovery_ratio", "test.accuracy_restored", "control.accuracy_restored", "test.recovery_ratio_requantized")
+SUMMARY_METRICS = ("test.recovery_ratio", "test.accuracy_restored", "control.accuracy_restored", "test.recovery_ratio_requantized",
+                   "train_seconds")  # fmt: skip
 
 
 def is_seed(key: str) -> bool:
@@ -102,6 +108,8 @@ def experiment_records(
             "seeds": {k: v for k, v in vals.items() if is_seed(k)},
             "pairs": int(pairs),
             "trained": _get(row, f"{prefix}.trained", METRICS_FILE),
+            "steps": _whole(_number(_get(row, f"{prefix}.steps", METRICS_FILE))),
+            "train_seconds": _number(_get(row, f"{prefix}.train_seconds", SPEED_FILE)),
         }
         for key in SETTING_KEYS:
             rec[key.split(".")[-1]] = vals.get(key, _get(row, key, PARAMS_FILE))
@@ -112,7 +120,7 @@ def experiment_records(
                     rec[f"{bench}.{field}"] = value
         out.append(rec)
         values.append(vals)
-    others = _varying(values, [k for k in params if not is_seed(k) and k not in SETTING_KEYS])
+    others = _varying(values, [k for k in params if not is_seed(k) and k not in SETTING_KEYS and k not in NOT_SETTINGS])
     for rec, vals in zip(out, values, strict=True):
         rec["setting"] = {k: vals[k] for k in others}
     return out
@@ -157,9 +165,10 @@ def summarize(records: list[dict], metrics: Iterable[str] = SUMMARY_METRICS) -> 
                 runs[seeds] = r
         kept = list(runs.values())
         subset, objective, merge, setting = key
+        sizes = {name: sorted({r.get(name) for r in kept if r.get(name) is not None}) for name in ("pairs", "steps")}
         entry = {"subset": subset, "objective": objective, "merge": merge, "setting": dict(setting), "runs": len(kept),
                  "seeds": [_seed_label(r, columns) for r in kept], "seed_keys": columns,
-                 "experiments": [r["experiment"] for r in kept]}  # fmt: skip
+                 "experiments": [r["experiment"] for r in kept], **sizes}  # fmt: skip
         if duplicates:
             entry["duplicates"] = duplicates
         for name in metrics:
@@ -193,6 +202,13 @@ def _fmt(value, pct: bool = False) -> str:
     return str(value)
 
 
+def _span(values) -> str:
+    """A group's pairs or steps: one value, or min–max when seeds differ (RAND_NS draws per seed)."""
+    if not values:
+        return "—"
+    return str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
+
+
 def _describe(entry: dict) -> str:
     parts = [str(entry[k]) for k in ("subset", "objective", "merge")] + [f"{k}={v}" for k, v in (entry.get("setting") or {}).items()]
     return ", ".join(parts)
@@ -203,20 +219,22 @@ def render(model: str, variant: str, records: list[dict], summary: list[dict]) -
     columns = seed_columns(records)
     extra = sorted({k for r in records for k in (r.get("setting") or {})})
     lines = [f"Model `{model}`, variant `{variant}`: recovery ratio = (acc_restored − acc_q) / (acc_fp − acc_q).", ""]
-    head = ["experiment", "subset", "objective", "merge", *extra, f"seed ({'/'.join(columns)})", "pairs", "test restored", "test recovery",
-            "control restored", "requantized recovery"]  # fmt: skip
+    head = ["experiment", "subset", "objective", "merge", *extra, f"seed ({'/'.join(columns)})", "pairs", "steps", "test restored", "test recovery",
+            "control restored", "requantized recovery", "train s"]  # fmt: skip
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(records, key=lambda r: (str(r["subset"]), str(r["objective"]), str(r["merge"]), repr(r.get("setting")), _seed_label(r, columns))):
         cells = [r["experiment"], r["subset"], r["objective"], r["merge"], *[(r.get("setting") or {}).get(k, "—") for k in extra],
-                 _seed_label(r, columns), r["pairs"], _fmt(r.get("test.accuracy_restored"), True), _fmt(r.get("test.recovery_ratio")),
-                 _fmt(r.get("control.accuracy_restored"), True), _fmt(r.get("test.recovery_ratio_requantized"))]  # fmt: skip
+                 _seed_label(r, columns), r["pairs"], _fmt(r.get("steps")), _fmt(r.get("test.accuracy_restored"), True),
+                 _fmt(r.get("test.recovery_ratio")), _fmt(r.get("control.accuracy_restored"), True),
+                 _fmt(r.get("test.recovery_ratio_requantized")), _fmt(_whole(r.get("train_seconds")))]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     ref = next((e for e in summary if e.get("reference")), None)
     lines += ["", "Per setting (every params key but the seeds): n distinct seeds, mean ± sample standard deviation "
               "[95% Student t-interval] over them; n = 1: one seed, no interval."
               + (f" Last column: test recovery against the baseline's setting ({_describe(ref)}); \"not significant\" "
                  "when the two intervals overlap." if ref else ""), ""]  # fmt: skip
-    head = ["subset", "objective", "merge", *extra, "n", "test recovery", "test restored", "control restored", "requantized recovery"]
+    head = ["subset", "objective", "merge", *extra, "n", "pairs", "steps", "test recovery", "test restored", "control restored",
+            "requantized recovery", "train s"]  # fmt: skip
     head += ["test recovery vs baseline"] if ref else []
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
@@ -235,8 +253,9 @@ def render(model: str, variant: str, records: list[dict], summary: list[dict]) -
 
     for e in summary:
         cells = [e["subset"], e["objective"], e["merge"], *[(e.get("setting") or {}).get(k, "—") for k in extra],
-                 e.get("test.recovery_ratio.n", e["runs"]), pm(e, "test.recovery_ratio"), pm(e, "test.accuracy_restored", True),
-                 pm(e, "control.accuracy_restored", True), pm(e, "test.recovery_ratio_requantized")]  # fmt: skip
+                 e.get("test.recovery_ratio.n", e["runs"]), _span(e.get("pairs")), _span(e.get("steps")), pm(e, "test.recovery_ratio"),
+                 pm(e, "test.accuracy_restored", True), pm(e, "control.accuracy_restored", True),
+                 pm(e, "test.recovery_ratio_requantized"), _fmt(_whole(e.get("train_seconds.mean")))]  # fmt: skip
         if ref:
             cells.append("(baseline)" if e is ref else e.get("test.recovery_ratio.vs_reference") or "—")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")

@@ -12,6 +12,11 @@ prompt that the grader verifies correct as *chosen*. ``recovery.subset`` selects
   the quantized model failed.
 - ``ALL_NS`` (control, no step resume): every labelled failure, chosen = the full gold solution,
   rejected = the full quantized trace.
+- ``POOL`` (more signal, not targeted): every mining-pool problem the teacher solves, chosen = the
+  teacher's solution (with ``teacher: fp``, the reference model's own greedy trace, graded correct;
+  with an endpoint, its first of ``teacher_tries`` graded correct), rejected = the quantized trace
+  (kept even when it is also right: for sft / kd / gkd only chosen matters). What distillation reads
+  when "targeted vs more teacher signal" is asked at equal budget.
 
 For the two ``_NS`` controls chosen is the benchmark's gold solution (``solution``, else its ``steps``
 joined); only when a record has no gold solution is the full-precision trace used, and only if it is
@@ -47,6 +52,7 @@ SUBSETS = Registry(
         **{c: "qmr.restore.silver:step_resumed_pairs" for c in CATEGORIES},
         "RAND_NS": "qmr.restore.silver:rand_ns_pairs",
         "ALL_NS": "qmr.restore.silver:all_ns_pairs",
+        "POOL": "qmr.restore.silver:pool_pairs",
     },
 )
 Subset = SUBSETS.literal()
@@ -73,7 +79,8 @@ class RecoveryConfig:
     """Which Silver Bullet pairs to build (``recovery`` in params.yaml)."""
 
     subset: Subset = field(
-        "ALL", help="ALL | CE | RE | ME | EE (step-resumed failures) | RAND_NS | ALL_NS (no-resume controls)"
+        "ALL", help="ALL | CE | RE | ME | EE (step-resumed failures) | RAND_NS | ALL_NS (no-resume controls) | "
+        "POOL (every mining-pool problem the teacher solves)"
     )
     max_pairs: int = field(0, help="cap on the number of pairs (0 = all)")
     teacher: str = field(
@@ -428,6 +435,71 @@ def rand_ns_pairs(subset: str, m: Mining) -> list[dict]:
         target = min(target, m.cfg.max_pairs)
     m.stats["target_size"] = target
     return _rand_ns(pool, target, m.records, m.qt_by_id, m.fp_by_id, m.cfg, m.stats)
+
+
+def pool_pairs(subset: str, m: Mining) -> list[dict]:
+    """POOL: every mining-pool problem the teacher solves, whole solution, no step resume."""
+    pool = sorted(
+        pid
+        for pid, rec in m.records.items()
+        if pid in m.qt_by_id and not (rec.get("family") is not None and rec.get("family") in m.excluded)
+    )
+    n_excluded = sum(
+        1 for rec in m.records.values() if rec.get("family") is not None and rec.get("family") in m.excluded
+    )
+    if n_excluded:
+        m.stats["skipped"]["excluded_family"] += n_excluded
+    check_leakage(pool, m.eval_ids, what="mining-pool")
+    order = list(pool)
+    random.Random(m.cfg.seed).shuffle(order)
+    if m.cfg.max_pairs:
+        order = order[: m.cfg.max_pairs]
+    m.stats["candidates"] = len(order)
+    if m.cfg.teacher == "fp":
+        solutions = {pid: _correct_fp_text(m.fp_by_id.get(pid)) for pid in order}
+    else:
+        if m.teacher is None:
+            raise ValueError("recovery.subset POOL with an endpoint teacher needs a teacher; got none")
+        prompts = [build_prompt(str(m.records[pid]["question"])) for pid in order]
+        m.stats["teacher_prompts"] += len(prompts)
+        outs = m.teacher(prompts, m.cfg.teacher_tries)
+        solutions = {
+            pid: next((c.strip() for c in conts[: m.cfg.teacher_tries] if c and c.strip()
+                       and m.grade(c, str(m.records[pid]["answer"]))), None)  # fmt: skip
+            for pid, conts in zip(order, outs, strict=True)
+        }
+    pairs: list[dict] = []
+    seen: set[tuple[str, str, str]] = set()
+    for pid in order:
+        chosen = solutions[pid]
+        if chosen is None:
+            m.stats["dropped_unverified"] += 1
+            continue
+        trace = _pick_trace(m.qt_by_id[pid], want_wrong=False)
+        steps = _trace_steps(trace)  # type: ignore[arg-type]
+        pair = {
+            "id": pid,
+            "variant": trace.get("variant"),  # type: ignore[union-attr]
+            "subset": subset,
+            "prompt": trace.get("prompt") or build_prompt(str(m.records[pid]["question"])),  # type: ignore[union-attr]
+            "prefix_steps": [],
+            "chosen": chosen,
+            "rejected": "\n".join(steps) if steps else str(trace.get("text", "")).strip(),  # type: ignore[union-attr]
+            "error_type": None,
+            "category": None,
+            "error_step": None,
+            "teacher": m.cfg.teacher,
+            "sample": trace.get("sample", 0),  # type: ignore[union-attr]
+            "benchmark": trace.get("benchmark"),  # type: ignore[union-attr]
+        }
+        key = (pair["prompt"], pair["chosen"], pair["rejected"])
+        if m.cfg.dedupe and key in seen:
+            m.stats["skipped"]["duplicate"] += 1
+            continue
+        seen.add(key)
+        pairs.append(pair)
+    m.stats["rejected_same_as_chosen"] = sum(p["chosen"].strip() == p["rejected"].strip() for p in pairs)
+    return pairs
 
 
 def _accept(pair: dict, seen: set[tuple[str, str, str]], cfg: RecoveryConfig, stats: dict[str, Any]) -> bool:

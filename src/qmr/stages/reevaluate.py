@@ -56,6 +56,7 @@ def run(params) -> None:
                 "objective": params.restore.objective,
                 "pairs": silver_stats.get("pairs", 0),
                 "trained": bool(info.get("trained")),
+                "steps": int(info.get("steps") or 0),  # optimizer steps: the training budget
             }
             speed[model][variant] = {"train_seconds": info.get("seconds", 0.0), **({"dtype": info["dtype"]} if "dtype" in info else {})}
             if not info.get("trained"):

@@ -61,8 +61,11 @@ def run(params, model: str, variant: str) -> None:
         fp += read_jsonl(paths.traces(model, params.evaluate.reference, bench))
         records += read_jsonl(paths.benchmark(bench))
     kind = params.benchmarks[mine[0]].kind
-    step_resumed = cfg.subset not in ("RAND_NS", "ALL_NS")
-    teacher = _teacher(params, model, variant) if step_resumed and labels else None
+    # The teacher writes chosen for the step-resumed subsets, and for POOL when it is an endpoint
+    # (POOL with teacher fp reads the reference's own traces on the pool).
+    step_resumed = cfg.subset not in ("RAND_NS", "ALL_NS", "POOL")
+    asks_teacher = (step_resumed and labels) or (cfg.subset == "POOL" and cfg.teacher != "fp")
+    teacher = _teacher(params, model, variant) if asks_teacher else None
     pairs, stats = build_pairs(cfg.subset, labels, qt, fp, records, teacher, cfg, eval_ids(params), kind=kind)
     for p in pairs:
         p["variant"] = variant
