@@ -189,3 +189,17 @@ def test_ablation_from_real_dvc_experiments(tmp_path):
     assert ce["runs"] == 2 and ce["test.recovery_ratio.ci"] == pytest.approx([-0.0927, 0.5427], abs=1e-4)
     assert ce["test.recovery_ratio.vs_reference"] == "lower"
     assert base["reference"] is True
+
+
+def test_training_seconds_stay_out_of_the_quality_file_and_come_back_for_the_report():
+    """metrics/ablation.json holds no wall-clock number; metrics/speed/ablation.json does, and the report
+    renders the same table from the two as `qmr ablation` did from the experiments."""
+    from qmr.ablation import split_timings, with_timings
+
+    recs = _grid_rows()
+    summary = summarize(recs)
+    untimed, timings = split_timings(recs)
+    assert "train_seconds" not in json.dumps({"experiments": untimed, "summary": summary})
+    assert timings["train_seconds"]["ce-s2"] == 42.0
+    assert render("toy", "v", with_timings(untimed, timings), summary) == render("toy", "v", recs, summary)
+    assert "| — |" in "\n".join(render("toy", "v", with_timings(untimed, None), summary))  # no speed file: no seconds

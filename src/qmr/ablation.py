@@ -34,8 +34,8 @@ SEED_KEY = "restore.seed"  # the seed column when no seed differs among the expe
 METRICS_FILE = "metrics/restore.json"
 SPEED_FILE = "metrics/speed/restore.json"
 PARAMS_FILE = "params.yaml"
-SUMMARY_METRICS = ("test.recovery_ratio", "test.accuracy_restored", "control.accuracy_restored", "test.recovery_ratio_requantized",
-                   "train_seconds")  # fmt: skip
+SUMMARY_METRICS = ("test.recovery_ratio", "test.accuracy_restored", "control.accuracy_restored", "test.recovery_ratio_requantized")
+TIMING = "train_seconds"  # wall-clock: kept out of metrics/ablation.json, in metrics/speed/ablation.json (`split_timings`)
 
 
 def is_seed(key: str) -> bool:
@@ -202,6 +202,29 @@ def _fmt(value, pct: bool = False) -> str:
     return str(value)
 
 
+def split_timings(records: list[dict]) -> tuple[list[dict], dict]:
+    """``records`` without their training seconds, and those seconds by experiment: wall-clock numbers
+    are noisy and live under ``metrics/speed/`` (the quality metrics files never hold them)."""
+    seconds = {r["experiment"]: r.get(TIMING) for r in records}
+    return [{k: v for k, v in r.items() if k != TIMING} for r in records], {TIMING: seconds}
+
+
+def with_timings(records: list[dict], timings: dict | None) -> list[dict]:
+    """``records`` with the training seconds of `split_timings` put back (for `render`)."""
+    seconds = (timings or {}).get(TIMING, {})
+    return [{**r, TIMING: seconds.get(r["experiment"], r.get(TIMING))} for r in records]
+
+
+def _group_seconds(entry: dict, records: list[dict]):
+    by_name = {r["experiment"]: r.get(TIMING) for r in records}
+    values = [by_name[x] for x in entry.get("experiments", []) if by_name.get(x) is not None]
+    return statistics.fmean(values) if values else None
+
+
+def _seconds(value) -> str:
+    return "—" if value is None else f"{value:.0f}"
+
+
 def _span(values) -> str:
     """A group's pairs or steps: one value, or min–max when seeds differ (RAND_NS draws per seed)."""
     if not values:
@@ -226,7 +249,7 @@ def render(model: str, variant: str, records: list[dict], summary: list[dict]) -
         cells = [r["experiment"], r["subset"], r["objective"], r["merge"], *[(r.get("setting") or {}).get(k, "—") for k in extra],
                  _seed_label(r, columns), r["pairs"], _fmt(r.get("steps")), _fmt(r.get("test.accuracy_restored"), True),
                  _fmt(r.get("test.recovery_ratio")), _fmt(r.get("control.accuracy_restored"), True),
-                 _fmt(r.get("test.recovery_ratio_requantized")), _fmt(_whole(r.get("train_seconds")))]  # fmt: skip
+                 _fmt(r.get("test.recovery_ratio_requantized")), _seconds(r.get("train_seconds"))]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     ref = next((e for e in summary if e.get("reference")), None)
     lines += ["", "Per setting (every params key but the seeds): n distinct seeds, mean ± sample standard deviation "
@@ -255,7 +278,7 @@ def render(model: str, variant: str, records: list[dict], summary: list[dict]) -
         cells = [e["subset"], e["objective"], e["merge"], *[(e.get("setting") or {}).get(k, "—") for k in extra],
                  e.get("test.recovery_ratio.n", e["runs"]), _span(e.get("pairs")), _span(e.get("steps")), pm(e, "test.recovery_ratio"),
                  pm(e, "test.accuracy_restored", True), pm(e, "control.accuracy_restored", True),
-                 pm(e, "test.recovery_ratio_requantized"), _fmt(_whole(e.get("train_seconds.mean")))]  # fmt: skip
+                 pm(e, "test.recovery_ratio_requantized"), _seconds(_group_seconds(e, records))]  # fmt: skip
         if ref:
             cells.append("(baseline)" if e is ref else e.get("test.recovery_ratio.vs_reference") or "—")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")

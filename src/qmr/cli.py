@@ -400,7 +400,8 @@ def gate(tolerances, rev, spread, exps, as_json):
 @click.option("--variant", default=None, help="restored variant (default: the first of recovery.variants)")
 @click.option("--rev", "revs", multiple=True, help="baseline git revision(s) whose experiments to read (default: HEAD)")
 @click.option("--num", default=1, show_default=True, help="also read experiments of this many first-parent commits back (-1: all)")
-@click.option("--out", "out_stem", default="metrics/ablation", show_default=True, help="writes OUT.json and OUT.md")
+@click.option("--out", "out_stem", default="metrics/ablation", show_default=True,
+              help="writes OUT.json and OUT.md, and the training seconds to speed/<name>.json beside OUT")
 @click.pass_context
 def ablation(ctx, model, variant, revs, num, out_stem):
     """Ablation tables from DVC experiments: recovery per setting, n seeds, mean ± std and 95% t-interval.
@@ -418,7 +419,7 @@ def ablation(ctx, model, variant, revs, num, out_stem):
     """
     from pathlib import Path
 
-    from qmr.ablation import collect, experiment_records, param_keys, render, summarize
+    from qmr.ablation import collect, experiment_records, param_keys, render, split_timings, summarize
     from qmr.config import load_yaml
     from qmr.io import write_json, write_text
     from qmr.logs import setup_logging
@@ -435,8 +436,11 @@ def ablation(ctx, model, variant, revs, num, out_stem):
 
         raise UserError("no finished experiments with metrics/restore.json found; run `dvc exp run` first")
     summary = summarize(records)
-    write_json(Path(out_stem + ".json"), {"model": model, "variant": variant, "experiments": records, "summary": summary})
     text = "\n".join(render(model, variant, records, summary)) + "\n"
+    untimed, timings = split_timings(records)  # wall-clock seconds go under speed/, beside the other timings
+    write_json(Path(out_stem + ".json"), {"model": model, "variant": variant, "experiments": untimed, "summary": summary})
+    stem = Path(out_stem)
+    write_json(stem.parent / "speed" / (stem.name + ".json"), timings)
     write_text(Path(out_stem + ".md"), text)
     click.echo(text)
 

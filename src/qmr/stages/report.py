@@ -26,10 +26,13 @@ def run(params) -> None:
     ablation_json = paths.METRICS / "ablation.json"  # written by `qmr ablation` from DVC experiments
     if ablation_json.exists():
         from qmr.ablation import render as render_ablation
+        from qmr.ablation import with_timings
 
         data = read_json(ablation_json)
+        timings_json = paths.speed("ablation")  # the experiments' training seconds (wall-clock, kept apart)
+        timings = read_json(timings_json) if timings_json.exists() else None
         if data.get("model") in params.models:  # another model's experiments are not this report's
-            ablation = render_ablation(data["model"], data["variant"], data["experiments"], data["summary"])
+            ablation = render_ablation(data["model"], data["variant"], with_timings(data["experiments"], timings), data["summary"])
         else:
             log.info("%s holds experiments of model %r, not one of this params file's: left out", ablation_json, data.get("model"))
     align = read_json(paths.metrics("align")) if paths.metrics("align").exists() else None
