@@ -145,6 +145,7 @@ def test_metrics_files_carry_intervals_and_the_report_marks_overlaps(project, tm
     assert "90.0 [82.6, 94.5] (+0.0)" in rows["fp"]  # the reference itself: no verdict
     assert "88.0 [80.2, 93.0] (+2.2, not significant)" in rows["gptq-w4a16"]  # overlaps fp's interval
     assert "50.0 [40.4, 59.6] (+44.4)" in rows["rtn-w2g128"]  # apart from fp's: no mark
-    restored = next(line for line in text.splitlines() if line.startswith("| toy | rtn-w2g128 | ALL | sft | test |"))
+    row = f"| toy | rtn-w2g128 | {project.recovery.subset} | {project.restore.objective} | test |"  # the params' subset and objective
+    restored = next(line for line in text.splitlines() if line.startswith(row))
     assert "| 0.0 [0.00, 0.00] | not significant | lower |" in restored  # restored vs quantized, restored vs fp
     assert "not significant" in text.split("Brackets: 95% intervals")[1]  # the legend explains the word

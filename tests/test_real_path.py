@@ -52,6 +52,8 @@ def smoke_workspace(work: Path, preset: str, family: str, server_url: str) -> di
     shutil.copytree(REPO / ".dvc" / "plots", work / "dvc-plots")
     (work / "metrics").mkdir()
     shutil.copy(REPO / "metrics" / "ablation.json", work / "metrics")  # committed (the toy's), as in a clone
+    (work / "metrics" / "speed").mkdir()
+    shutil.copy(REPO / "metrics" / "speed" / "ablation.json", work / "metrics" / "speed")  # its training seconds, also committed
     assert _run(["git", "init", "-q"], work).returncode == 0
     assert _run(["dvc", "init", "-q"], work).returncode == 0
     shutil.rmtree(work / ".dvc" / "plots", ignore_errors=True)
