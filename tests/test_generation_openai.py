@@ -180,6 +180,10 @@ def test_params_validation():
 def test_sigkill_mid_run_resumes_without_regenerating_finished_batches(project):
     out = project / "data" / "traces" / "toy" / "fp" / "test.jsonl"
     partial = project / ".qmr-cache" / "generate" / "toy" / "fp" / "test.partial.jsonl"
+
+    def finished() -> int:  # batches in the partial file (its first line is the run's fingerprint)
+        return max(0, len(partial.read_text().splitlines()) - 1) if partial.exists() else 0
+
     with OpenAIStubServer(responder=arithmetic_responder, latency_s=0.15) as srv:
         params = _params(project, base_url=srv.url, concurrency=2)
         code, _, err = _run(project, params)
@@ -236,6 +240,10 @@ def test_keys_never_reach_an_output_file_or_the_log(project):
     even when the server echoes it back in an error (some gateways do)."""
     out = project / "data" / "traces" / "toy" / "fp" / "test.jsonl"
     partial = project / ".qmr-cache" / "generate" / "toy" / "fp" / "test.partial.jsonl"
+
+    def finished() -> int:  # batches in the partial file (its first line is the run's fingerprint)
+        return max(0, len(partial.read_text().splitlines()) - 1) if partial.exists() else 0
+
     env = {"QMR_GEN_TEST_KEY": KEY}
     auth = []
     with OpenAIStubServer(responder=arithmetic_responder) as srv:
@@ -293,24 +301,31 @@ def test_qmr_generate_in_managed_mode_leaves_no_server_behind_even_when_killed(p
     assert code == 0, err
     assert len(_rows(out)) == PROBLEMS and _alive(marker) == []
     assert "starting the generation server" in err and "stopped" in err
-    # killed mid-generation: a slower server (24 problems x 1 s / 2 in flight = 12 s) so the kill below,
-    # 1 s after the server is up, lands while generating on a fast machine too
+    # killed mid-generation: a slow server (24 problems x 1 s / 2 in flight = 12 s; a batch of 4 every 2 s),
+    # and the kill lands once one more batch is in the partial file, so it is mid-generation on any
+    # machine (a fixed sleep raced a loaded CI machine); each run resumes the batches of the one before
+    partial = project / ".qmr-cache" / "generate" / "toy" / "fp" / "test.partial.jsonl"
+
+    def finished() -> int:  # batches in the partial file (its first line is the run's fingerprint)
+        return max(0, len(partial.read_text().splitlines()) - 1) if partial.exists() else 0
+
     params = _params(project, command=STUB + " --latency 1.0", model=marker, concurrency=2, ready_timeout_s=60)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
         out.unlink(missing_ok=True)
+        batches = finished()
         proc = _run(project, params, wait=False)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not _alive(marker):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and finished() <= batches:
             time.sleep(0.05)
-        time.sleep(1.0)  # generating now
-        assert _alive(marker), sig
+        assert _alive(marker) and proc.poll() is None, (sig, proc.poll(), batches)  # generating now
         proc.send_signal(sig)
-        proc.wait(timeout=60)
+        _, err = proc.communicate(timeout=60)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and _alive(marker):
             time.sleep(0.1)
         assert _alive(marker) == [], sig  # SIGKILL too: the server gets SIGTERM when its parent dies
-        assert not out.exists()
+        assert proc.returncode != 0 and not out.exists(), (sig, proc.returncode, err[-2000:])
+    assert 3 <= finished() < PROBLEMS // BATCH  # a batch more before each kill, and never the last
 
 
 def test_managed_server_failures_are_one_line_naming_the_command_and_its_log(project, tmp_path, monkeypatch):
