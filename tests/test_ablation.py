@@ -120,6 +120,44 @@ def test_render_shows_intervals_one_seed_and_not_significant():
     assert next(line for line in text.splitlines() if line.startswith("| ALL | sft | none | 0.0002 | 3 |")).endswith("| (baseline) |")
 
 
+def test_paired_by_seed_resolves_a_gap_the_overlap_rule_calls_not_significant():
+    """Per-seed differences cancel the spread the seeds share: ALL_NS is 0.03 above ALL on every seed
+    while both spread by ±0.1 over seeds — overlapping intervals, but a paired interval clear of 0."""
+    rows = [_row("base", "ALL", "sft", 0, 0.8, typ="baseline"), _row("all-s1", "ALL", "sft", 1, 0.7), _row("all-s2", "ALL", "sft", 2, 0.9),
+            _row("ns-s0", "ALL_NS", "sft", 0, 0.83), _row("ns-s1", "ALL_NS", "sft", 1, 0.72), _row("ns-s2", "ALL_NS", "sft", 2, 0.94),
+            _row("ee-s0", "EE", "sft", 0, 0.6), _row("ee-s5", "EE", "sft", 5, 0.5)]  # fmt: skip
+    recs = experiment_records(rows, "toy", "v", PARAMS)
+    by = {e["subset"]: e for e in summarize(recs)}
+    ns = by["ALL_NS"]
+    assert ns["test.recovery_ratio.vs_reference"] == "not significant"  # [0.56, 1.09] against [0.55, 1.05]
+    paired = ns["test.recovery_ratio.paired"]
+    # differences 0.03, 0.02, 0.04: mean 0.03, s 0.01, 0.03 ± 4.303 * 0.01 / sqrt(3) = 0.03 ± 0.0248
+    assert paired["n"] == 3 and paired["seeds"] == ["0/0", "1/1", "2/2"]
+    assert paired["mean"] == pytest.approx(0.03) and paired["ci"] == pytest.approx([0.0052, 0.0548], abs=1e-4)
+    assert paired["vs_reference"] == "higher"
+    assert "test.recovery_ratio.paired" not in by["EE"]  # one seed in common with the baseline: nothing to pair
+    assert "test.recovery_ratio.paired" not in by["ALL"]  # the baseline itself
+    text = "\n".join(render("toy", "v", recs, summarize(recs)))
+    assert "Paired by seed against the baseline (ALL, sft, none)" in text
+    assert "| ALL_NS | sft | none | 0/0, 1/1, 2/2 | +0.030 [+0.005, +0.055] | higher |" in text
+
+
+def test_against_names_the_reference_setting_or_says_which_exist():
+    from qmr.errors import UserError
+
+    recs = _grid_rows()
+    by = {(e["subset"], e["setting"]["restore.learning_rate"]): e for e in summarize(recs, against={"recovery.subset": "CE"})}
+    assert by[("CE", 2e-4)]["reference"] and not by[("ALL", 2e-4)]["reference"]
+    # ALL minus CE per seed: 0.6, 0.45, 0.6 -> 0.55 ± 4.303 * 0.0866 / sqrt(3) = [0.3349, 0.7651]
+    assert by[("ALL", 2e-4)]["test.recovery_ratio.paired"]["ci"] == pytest.approx([0.3349, 0.7651], abs=1e-4)
+    assert by[("ALL", 2e-4)]["test.recovery_ratio.vs_reference"] == "higher"
+    with pytest.raises(UserError, match=r"recovery.subset=ALL: matches 2 settings.*ALL, sft, none, restore.learning_rate=0.001"):
+        summarize(recs, against={"recovery.subset": "ALL"})  # two learning rates: ambiguous
+    assert summarize(recs, against={"recovery.subset": "ALL", "restore.learning_rate": "0.001"})[0]["subset"]
+    with pytest.raises(UserError, match=r"--against restore.lora_r: not a setting .*allowed: recovery.subset, restore.learning_rate"):
+        summarize(recs, against={"restore.lora_r": "64"})
+
+
 def test_render_reads_an_ablation_json_written_before_intervals():
     """metrics/ablation.json from before this format (`seed`, no `seeds`/`.ci`) still renders for `report`."""
     data = json.loads((REPO / "metrics" / "ablation.json").read_text())

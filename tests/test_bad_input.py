@@ -74,6 +74,8 @@ CASES = [
                 "benchmarks": {**_local_benchmark(p, "ext.jsonl", format="toy")["benchmarks"],
                                "ext2": {"source": "local", "path": "ext2.jsonl", "role": "eval", "format": "toy"}}},
      ["prepare"], ["benchmarks.ext2", "'x1'", "also in eval benchmark 'ext'"]),
+    ("ablation-against-without-a-value", {}, None, ["ablation", "--against", "recovery.subset"],
+     ["--against 'recovery.subset'", "expected KEY=VALUE"]),
 ]  # fmt: skip
 
 

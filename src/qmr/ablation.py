@@ -12,8 +12,12 @@ randomness, so a group's spread is the spread over whichever of them differ amon
 experiments of one setting with the same seeds are one run (the pipeline is deterministic): the
 first is kept and the other listed under ``duplicates``.
 
-Each group's test recovery is compared with the reference group (the baseline commit's setting,
-usually subset ALL): "not significant" when the two intervals overlap (`qmr.stats.verdict`).
+Each group's test recovery is compared with the reference group (the baseline commit's setting, or
+the one named by ``against``, e.g. ``{"recovery.subset": "ALL"}``) in two ways: "not significant" when
+the two t-intervals overlap (`qmr.stats.verdict`, crude and conservative), and paired by seed — the
+mean difference over the seeds both groups ran, with a t-interval over those per-seed differences
+(:func:`paired_difference`; "not significant" when it contains 0). Pairing removes the part of the
+spread that the seeds share (the same silver draw, the same LoRA init), so it resolves smaller gaps.
 Written to ``metrics/ablation.json`` and ``metrics/ablation.md``; the `report` stage includes them.
 """
 
@@ -144,17 +148,58 @@ def _group_key(rec: dict) -> tuple:
     return (rec["subset"], rec["objective"], rec["merge"], tuple(sorted((rec.get("setting") or {}).items())))
 
 
-def summarize(records: list[dict], metrics: Iterable[str] = SUMMARY_METRICS) -> list[dict]:
+def _matches(entry: dict, against: dict[str, str]) -> bool:
+    fixed = {"recovery.subset": entry["subset"], "restore.objective": entry["objective"], "restore.merge": entry["merge"]}
+    values = {**(entry.get("setting") or {}), **fixed}
+    return all(str(values.get(k)) == str(v) for k, v in against.items())
+
+
+def _reference(out: list[dict], groups: list[list[dict]], against: dict[str, str] | None) -> dict | None:
+    """The reference group: the one matching every ``against`` key, else the baseline commit's."""
+    if not against:
+        return next((e for e, recs in zip(out, groups, strict=True) if any(r["baseline"] for r in recs)), None)
+    from qmr.errors import UserError
+
+    varying = {"recovery.subset", "restore.objective", "restore.merge"} | {k for e in out for k in (e.get("setting") or {})}
+    unknown = sorted(set(against) - varying)
+    if unknown:
+        raise UserError(f"--against {', '.join(unknown)}: not a setting that differs among these experiments; "
+                        f"allowed: {', '.join(sorted(varying))}")  # fmt: skip
+    hits = [e for e in out if _matches(e, against)]
+    if len(hits) != 1:
+        settings = "; ".join(_describe(e) for e in out)
+        wanted = ", ".join(f"{k}={v}" for k, v in against.items())
+        raise UserError(f"--against {wanted}: matches {len(hits)} settings, need exactly 1; the settings are: {settings}")
+    return hits[0]
+
+
+def paired_difference(values: dict, reference: dict) -> dict | None:
+    """Mean and 95% t-interval of ``values[s] − reference[s]`` over the seeds ``s`` both have; None
+    with fewer than two shared seeds. ``vs_reference``: "not significant" when the interval holds 0."""
+    shared = sorted(set(values) & set(reference), key=str)
+    if len(shared) < 2:
+        return None
+    diffs = [values[s] - reference[s] for s in shared]
+    ci = t_interval(diffs)
+    word = "not significant" if ci[0] <= 0 <= ci[1] else "higher" if ci[0] > 0 else "lower"
+    return {"n": len(shared), "seeds": list(shared), "mean": round(statistics.fmean(diffs), 4), "ci": rounded(ci),
+            "vs_reference": word}  # fmt: skip
+
+
+def summarize(records: list[dict], metrics: Iterable[str] = SUMMARY_METRICS, against: dict[str, str] | None = None) -> list[dict]:
     """Per setting (all params but the seeds): n distinct seeds, mean, sample std and 95% t-interval of
-    each metric, and the first metric's verdict against the reference group (:mod:`module docs <qmr.ablation>`)."""
+    each metric, and the first metric's verdicts against the reference group — interval overlap and
+    paired by seed (:mod:`module docs <qmr.ablation>`). ``against``: params key → value naming the
+    reference setting (default: the baseline commit's)."""
     metrics = list(metrics)
     columns = seed_columns(records)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for rec in records:
         groups[_group_key(rec)].append(rec)
-    out = []
-    reference = None
-    for key, recs in sorted(groups.items(), key=lambda kv: repr(tuple(str(k) for k in kv[0]))):
+    out: list[dict] = []
+    kept_runs: list[list[dict]] = []
+    ordered = sorted(groups.items(), key=lambda kv: repr(tuple(str(k) for k in kv[0])))
+    for key, recs in ordered:
         runs: dict[tuple, dict] = {}
         duplicates = []
         for r in recs:
@@ -178,12 +223,17 @@ def summarize(records: list[dict], metrics: Iterable[str] = SUMMARY_METRICS) -> 
                 entry[f"{name}.mean"] = round(statistics.fmean(values), 4)
                 entry[f"{name}.std"] = round(statistics.stdev(values), 4) if len(values) > 1 else None
                 entry[f"{name}.ci"] = rounded(t_interval(values))
-        if reference is None and any(r["baseline"] for r in recs):
-            reference = entry
         out.append(entry)
+        kept_runs.append(kept)
+    reference = _reference(out, [recs for _, recs in ordered], against)
     if reference is not None and metrics:
         name = metrics[0]
-        for entry in out:
+
+        def by_seed(entry: dict, runs: list[dict]) -> dict:
+            return {label: r[name] for label, r in zip(entry["seeds"], runs, strict=True) if r.get(name) is not None}
+
+        ref_values = by_seed(reference, kept_runs[out.index(reference)])
+        for entry, runs in zip(out, kept_runs, strict=True):
             entry["reference"] = entry is reference
             if entry is reference:
                 continue
@@ -191,6 +241,9 @@ def summarize(records: list[dict], metrics: Iterable[str] = SUMMARY_METRICS) -> 
                 entry[f"{name}.vs_reference"] = "one seed"
             else:
                 entry[f"{name}.vs_reference"] = verdict(entry[f"{name}.ci"], reference[f"{name}.ci"])
+            diff = paired_difference(by_seed(entry, runs), ref_values)
+            if diff is not None:
+                entry[f"{name}.paired"] = diff
     return out
 
 
@@ -281,6 +334,26 @@ def render(model: str, variant: str, records: list[dict], summary: list[dict]) -
                  pm(e, "test.recovery_ratio_requantized"), _seconds(_group_seconds(e, records))]  # fmt: skip
         if ref:
             cells.append("(baseline)" if e is ref else e.get("test.recovery_ratio.vs_reference") or "—")
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += _render_paired(summary, extra, ref)
+    return lines
+
+
+def _render_paired(summary: list[dict], extra: list[str], ref: dict | None) -> list[str]:
+    """Markdown: each setting's test recovery minus the baseline's, paired by seed (only settings that
+    share at least two seeds with the baseline)."""
+    rows = [e for e in summary if e.get("test.recovery_ratio.paired")]
+    if ref is None or not rows:
+        return []
+    lines = ["", f"Paired by seed against the baseline ({_describe(ref)}): test recovery minus the baseline's on "
+             "the same seeds, mean [95% t-interval over the per-seed differences]; \"not significant\" when it holds 0.",
+             ""]  # fmt: skip
+    head = ["subset", "objective", "merge", *extra, "shared seeds", "test recovery − baseline", "verdict"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in rows:
+        d = e["test.recovery_ratio.paired"]
+        cells = [e["subset"], e["objective"], e["merge"], *[(e.get("setting") or {}).get(k, "—") for k in extra],
+                 ", ".join(d["seeds"]), f"{d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]", d["vs_reference"]]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return lines
 

@@ -402,13 +402,17 @@ def gate(tolerances, rev, spread, exps, as_json):
 @click.option("--num", default=1, show_default=True, help="also read experiments of this many first-parent commits back (-1: all)")
 @click.option("--out", "out_stem", default="metrics/ablation", show_default=True,
               help="writes OUT.json and OUT.md, and the training seconds to speed/<name>.json beside OUT")
+@click.option("--against", "against", multiple=True, metavar="KEY=VALUE",
+              help="compare with this setting instead of the baseline commit's, e.g. --against recovery.subset=ALL "
+                   "--against restore.objective=sft (repeatable; must name exactly one setting)")
 @click.pass_context
-def ablation(ctx, model, variant, revs, num, out_stem):
+def ablation(ctx, model, variant, revs, num, out_stem, against):
     """Ablation tables from DVC experiments: recovery per setting, n seeds, mean ± std and 95% t-interval.
 
     Experiments that differ only in seeds (every params key named `seed`: seed, base.toy.seed,
     recovery.seed, restore.seed, ...) form one setting; each setting's test recovery is compared
-    with the baseline commit's ("not significant" when the intervals overlap).
+    with the baseline commit's (or --against's): "not significant" when the intervals overlap, and
+    paired by seed (the mean per-seed difference and its t-interval; "not significant" when it holds 0).
 
     \b
     Run experiments first, e.g.:
@@ -426,6 +430,14 @@ def ablation(ctx, model, variant, revs, num, out_stem):
     from qmr.params import load_params
 
     setup_logging(ctx.obj.get("verbose", False))
+    pairs = {}
+    for item in against:  # checked before DVC reads any experiment
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            from qmr.errors import UserError
+
+            raise UserError(f"--against {item!r}: expected KEY=VALUE, e.g. recovery.subset=ALL")
+        pairs[key.strip()] = value.strip()
     params = load_params(ctx.obj["params"])
     keys = param_keys(load_yaml(Path(ctx.obj["params"]).read_text(encoding="utf-8"), str(ctx.obj["params"])))
     model = model or next(iter(params.models))
@@ -435,7 +447,7 @@ def ablation(ctx, model, variant, revs, num, out_stem):
         from qmr.errors import UserError
 
         raise UserError("no finished experiments with metrics/restore.json found; run `dvc exp run` first")
-    summary = summarize(records)
+    summary = summarize(records, against=pairs or None)
     text = "\n".join(render(model, variant, records, summary)) + "\n"
     untimed, timings = split_timings(records)  # wall-clock seconds go under speed/, beside the other timings
     write_json(Path(out_stem + ".json"), {"model": model, "variant": variant, "experiments": untimed, "summary": summary})
