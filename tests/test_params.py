@@ -186,3 +186,20 @@ def test_params_show_lists_every_key_with_type_default_and_help_uncut():
     assert only.exit_code == 0 and all(line.startswith(("models", " ")) for line in only.output.splitlines())
     typo = CliRunner().invoke(main, ["params", "show", "modles"])
     assert typo.exit_code == 2 and "did you mean 'models'" in typo.output
+
+
+@pytest.mark.parametrize("text, value", [("5e-05", 5e-05), ("1E3", 1000.0), ("+2.5e-4", 2.5e-4), ("3.0e5", 3.0e5)])
+def test_exponent_floats_as_dvc_writes_them_are_numbers(tmp_path, default_params, text, value):
+    """`dvc exp run -S restore.learning_rate=5e-5` writes `learning_rate: 5e-05` (YAML 1.2, which DVC reads
+    as a float); PyYAML's YAML 1.1 reads an exponent without a dot, or without a sign, as a string, and
+    validation then refused the experiment ("got '5e-05'; allowed: a number")."""
+    from qmr.params import load_params
+
+    params = copy.deepcopy(default_params)
+    params["restore"]["learning_rate"] = "@LR@"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False).replace("'@LR@'", text), encoding="utf-8")
+    result = CliRunner().invoke(main, ["--params", str(path), "params", "check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert load_params(path).restore.learning_rate == pytest.approx(value)
+    assert load_params(path).restore.seed == 0  # integers stay integers

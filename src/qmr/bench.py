@@ -167,9 +167,10 @@ def kernel_speed(params_file: Path, steps: int = 300, repeats: int = 3) -> dict:
 
     import yaml
 
+    from qmr.config import yaml_loader
     from qmr.determinism import OVERRIDDEN, PINS
 
-    params = yaml.safe_load(Path(params_file).read_text(encoding="utf-8"))
+    params = yaml.load(Path(params_file).read_text(encoding="utf-8"), Loader=yaml_loader())  # noqa: S506 - a SafeLoader subclass
     params["base"]["toy"].update(max_steps=steps, train_seconds=0)
     clean = {k: v for k, v in os.environ.items() if k not in {*PINS["avx2"], *OVERRIDDEN, "QMR_CPU_KERNELS", "QMR_STAGE_LOG"}}
     out: dict = {"steps": steps, "repeats": repeats, "avx2": {"tokens_per_s": [], "weights": set()},

@@ -419,10 +419,29 @@ def load_yaml(text: str, source: str) -> Any:
         raise bad(f"valid YAML ({' '.join(str(exc).split())})") from None
 
 
+# YAML 1.2 floats that YAML 1.1 (PyYAML) reads as strings: an exponent without a dot (`5e-05`, which
+# is how `dvc exp run -S restore.learning_rate=5e-5` writes it) or without a sign (`3.0e5`). DVC reads
+# them as numbers, so qmr must too.
+EXPONENT_FLOAT = r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"
+
+
+def yaml_loader():
+    """The SafeLoader every qmr YAML read goes through: YAML 1.2 exponent floats are numbers."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(EXPONENT_FLOAT), list("-+0123456789."))
+    return Loader
+
+
 def _unique_key_loader():
     import yaml
 
-    class UniqueKeyLoader(yaml.SafeLoader):
+    class UniqueKeyLoader(yaml_loader()):
         def construct_mapping(self, node, deep=False):
             seen: dict[Any, int] = {}
             for key_node, _ in node.value:

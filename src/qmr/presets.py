@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from qmr.config import yaml_loader
 from qmr.errors import UserError, did_you_mean
 
 PRESETS = Path("presets")
@@ -47,7 +48,8 @@ def compose(name: str, root: Path = PRESETS) -> dict:
                         + did_you_mean(name, available(root)))  # fmt: skip
     params: dict = {}
     for path in [root / layer for layer in LAYERS] + [model_file]:
-        for section, value in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).items():
+        layer = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml_loader()) or {}  # noqa: S506 - a SafeLoader subclass
+        for section, value in layer.items():
             if isinstance(value, dict) and isinstance(params.get(section), dict) and section != "models":
                 params[section] = {**params[section], **value}
             else:
@@ -101,7 +103,7 @@ def apply_sets(params: dict, sets: list[str] | tuple[str, ...]) -> dict:
         if not eq or not key.strip():
             raise UserError(f"--set: got {item!r}; allowed: KEY=VALUE, e.g. generate.max_new_tokens=1024")
         try:
-            value = yaml.safe_load(text)
+            value = yaml.load(text, Loader=yaml_loader())  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError as exc:
             raise UserError(f"--set {key}: value {text!r} is not valid YAML ({' '.join(str(exc).split())[:120]})") from None
         _set_path(out, key.strip(), value, Params)
